@@ -1,0 +1,3 @@
+module github.com/fusegate/fusegate
+
+go 1.26.8
