@@ -1,3 +1,8 @@
 module github.com/fusegate/fusegate
 
 go 1.26.8
+
+require (
+	github.com/sirupsen/logrus v1.10.2 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)

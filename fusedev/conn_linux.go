@@ -1,0 +1,196 @@
+package fusedev
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fusegate/fusegate/fusedev/abi"
+)
+
+// ErrClosed is returned by Conn.Read once the connection is gone: the file
+// system was unmounted (ENODEV), the connection was aborted, or the peer of
+// a socketpair closed its end.
+var ErrClosed = errors.New("fuse connection closed")
+
+// Conn is one descriptor that carries FUSE messages. Reads wait in Go's
+// netpoller, so SetReadDeadline can wake a reader without unmounting;
+// writes go straight to the descriptor (the kernel keeps each write whole).
+type Conn struct {
+	f  *os.File
+	rc syscall.RawConn
+	fd int
+}
+
+// NewConn takes ownership of f, an open /dev/fuse, /dev/cuse or
+// SOCK_SEQPACKET descriptor: it moves the descriptor into a Conn and
+// closes f.
+func NewConn(f *os.File) (*Conn, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup %s: %w", f.Name(), derr)
+	}
+	name := f.Name()
+	f.Close()
+	return NewConnFD(nfd, name)
+}
+
+// NewConnFD takes ownership of the raw descriptor fd, switches it to
+// non-blocking mode and registers it with Go's poller.
+func NewConnFD(fd int, name string) (*Conn, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set %s non-blocking: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name) // non-blocking: the runtime polls it
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Conn{f: f, rc: rc, fd: fd}, nil
+}
+
+// Fd returns the descriptor. It stays owned by the Conn.
+func (c *Conn) Fd() int { return c.fd }
+
+// File returns the Conn's file, e.g. to hand it to systemd's fd store.
+func (c *Conn) File() *os.File { return c.f }
+
+// Close closes the descriptor. Closing the last descriptor of a mount's
+// connection makes the mount report ENOTCONN until unmounted.
+func (c *Conn) Close() error { return c.f.Close() }
+
+// SetReadDeadline wakes a pending Read with os.ErrDeadlineExceeded at t.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
+
+// Read reads one message into buf. It retries the kernel's transient errors
+// (EINTR; ENOENT, a request aborted while being read) and maps the end of
+// the connection to ErrClosed.
+func (c *Conn) Read(buf []byte) (int, error) {
+	var n int
+	var rerr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), buf)
+			switch rerr {
+			case unix.EINTR, unix.ENOENT:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return 0, ErrClosed
+		}
+		return 0, err
+	}
+	switch {
+	case rerr == unix.ENODEV || rerr == unix.ECONNABORTED:
+		return 0, ErrClosed
+	case rerr != nil:
+		return 0, os.NewSyscallError("read", rerr)
+	case n == 0:
+		return 0, ErrClosed // a socketpair peer hung up
+	}
+	return n, nil
+}
+
+// Write writes one message made of the given pieces with a single writev.
+// The kernel answers ENOENT when the request was interrupted or aborted
+// meanwhile: callers treat that as success.
+func (c *Conn) Write(iov [][]byte) error {
+	for {
+		_, err := unix.Writev(c.fd, iov)
+		switch err {
+		case nil:
+			return nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			// Only a socketpair with a full buffer says this; wait for room.
+			var werr error
+			if perr := c.rc.Write(func(fd uintptr) bool {
+				_, werr = unix.Writev(int(fd), iov)
+				return werr != unix.EAGAIN
+			}); perr != nil {
+				return perr
+			}
+			if werr == nil {
+				return nil
+			}
+			err = werr
+		}
+		return err.(syscall.Errno)
+	}
+}
+
+// Clone opens /dev/fuse again and attaches it to this connection with
+// FUSE_DEV_IOC_CLONE, so another reader gets requests from its own fd.
+func (c *Conn) Clone() (*Conn, error) {
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/fuse for clone: %w", err)
+	}
+	src := uint32(c.fd)
+	if err := ioctlPtr(fd, abi.DevIocClone, unsafe.Pointer(&src)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("FUSE_DEV_IOC_CLONE: %w", err)
+	}
+	return NewConnFD(fd, "/dev/fuse")
+}
+
+// BackingOpen registers fd as a passthrough backing file of this connection
+// and returns its backing id (Linux 6.9+, CAP_SYS_ADMIN).
+func (c *Conn) BackingOpen(fd int) (int32, error) {
+	m := abi.BackingMap{Fd: int32(fd)}
+	id, err := ioctlRet(c.fd, abi.DevIocBackingOpen, unsafe.Pointer(&m))
+	if err != nil {
+		return 0, err
+	}
+	return int32(id), nil
+}
+
+// BackingClose releases a backing id returned by BackingOpen.
+func (c *Conn) BackingClose(id int32) error {
+	v := uint32(id)
+	return ioctlPtr(c.fd, abi.DevIocBackingClose, unsafe.Pointer(&v))
+}
+
+func ioctlPtr(fd int, req uint32, arg unsafe.Pointer) error {
+	_, err := ioctlRet(fd, req, arg)
+	return err
+}
+
+// ioctlRet keeps arg an unsafe.Pointer up to the syscall expression, so the
+// pointee stays valid even if the goroutine's stack moves on the way.
+func ioctlRet(fd int, req uint32, arg unsafe.Pointer) (int, error) {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), nil
+	}
+}

@@ -1,0 +1,502 @@
+package fusedev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/fusegate/fusegate/fusedev/abi"
+)
+
+// MinMinor is the oldest protocol minor the server speaks (Linux 2.6.29).
+// From it on every request struct has its current size except INIT's.
+const MinMinor = 12
+
+// DefaultFlags are the INIT capabilities a Server asks for when
+// Options.Flags is zero. The kernel grants the intersection with its offer.
+const DefaultFlags = abi.InitAsyncRead | abi.InitAtomicOTrunc | abi.InitBigWrites |
+	abi.InitAutoInvalData | abi.InitDoReaddirplus | abi.InitReaddirplusAuto |
+	abi.InitAsyncDIO | abi.InitParallelDirops | abi.InitMaxPages |
+	abi.InitSetxattrExt | abi.InitExt
+
+// Options configure a Server. The zero value works.
+type Options struct {
+	Logger logrus.FieldLogger // default: a logger that discards
+
+	// Readers is the number of goroutines reading requests, each on its own
+	// cloned /dev/fuse fd where cloning works. Default: GOMAXPROCS, at most 4.
+	Readers int
+	// MaxWrite is the largest WRITE payload (default and minimum... 1 MiB
+	// default; at least 4 KiB). Reads are limited to it too.
+	MaxWrite uint32
+	// MaxReadahead caps the kernel's readahead (default: the kernel's offer).
+	MaxReadahead        uint32
+	MaxBackground       uint16 // 0: kernel default
+	CongestionThreshold uint16 // 0: kernel default
+	TimeGran            uint32 // timestamp granularity in ns (default 1)
+	// Flags are the capabilities asked for (default DefaultFlags).
+	Flags abi.InitFlags
+	// MaxStackDepth is answered with InitPassthrough: how many stacked file
+	// systems a backing file may sit on (default 1).
+	MaxStackDepth uint32
+	// MaxMinor caps the protocol minor answered (default abi.KernelMinorVersion).
+	MaxMinor uint32
+	// MaxInflight bounds requests being handled at once; readers stop
+	// reading beyond it, so the kernel queues (default 1024). INTERRUPT,
+	// FORGET and NOTIFY_REPLY never wait for a slot.
+	MaxInflight int
+
+	// Cuse, when set, makes the server expect CUSE_INIT instead of INIT
+	// and lets it fill the reply (see CuseInit).
+	Cuse CuseInit
+	// Resume serves a connection whose INIT an earlier process answered:
+	// no INIT is awaited, these parameters are used, and the kernel is asked
+	// to resend requests that were read but never answered.
+	Resume *Negotiated
+	// ShutdownGrace is how long Serve waits for in-flight requests after ctx
+	// is cancelled before cancelling their contexts (default 5 s).
+	ShutdownGrace time.Duration
+}
+
+// CuseInit answers CUSE_INIT: given the kernel's request it returns the
+// flags, limits and device numbers of the reply and the device info
+// ("DEVNAME=name" and friends, NUL-separated). The server fills in the
+// protocol version.
+type CuseInit func(in *abi.CuseInitIn) (out abi.CuseInitOut, devInfo []byte, err error)
+
+// Negotiated is the result of the INIT handshake.
+type Negotiated struct {
+	Major        uint32        `json:"major"`
+	Minor        uint32        `json:"minor"`
+	KernelMinor  uint32        `json:"kernel_minor"`
+	KernelFlags  abi.InitFlags `json:"kernel_flags"` // offered by the kernel
+	Flags        abi.InitFlags `json:"flags"`        // granted: in the reply and offered
+	MaxReadahead uint32        `json:"max_readahead"`
+	MaxWrite     uint32        `json:"max_write"`
+	MaxRead      uint32        `json:"max_read,omitempty"` // CUSE only
+	MaxPages     uint16        `json:"max_pages"`
+	TimeGran     uint32        `json:"time_gran"`
+	MaxStack     uint32        `json:"max_stack_depth"`
+	Cuse         bool          `json:"cuse,omitempty"`
+	CuseFlags    uint32        `json:"cuse_flags,omitempty"`
+}
+
+// Server serves one FUSE or CUSE connection.
+type Server struct {
+	fs   FileSystem
+	conn *Conn
+	opts Options
+	log  logrus.FieldLogger
+
+	neg     atomic.Pointer[Negotiated]
+	ready   chan struct{} // closed once INIT is answered
+	bufSize int
+	pool    bufPool
+	stats   stats
+	slots   chan struct{} // one per request being handled
+
+	mu        sync.Mutex
+	inflight  map[uint64]*request  // guarded by mu; by unique
+	retrieves map[uint64]chan []byte // guarded by mu; by notify unique
+	conns     []*Conn              // guarded by mu; clones, closed when Serve returns
+	readers   []*readerState       // guarded by mu
+
+	nextNotify atomic.Uint64
+	handlers   sync.WaitGroup
+	served     atomic.Bool
+	wedge      atomic.Bool // test hook: readers stop making progress
+}
+
+// readerState lets the watchdog see whether a reader loop is stuck outside
+// of its read (a reader waiting for the kernel is idle, not stuck).
+type readerState struct {
+	busySince atomic.Int64 // unix nanos when it left Read; 0 while reading
+}
+
+// NewServer returns a Server for fs on conn. conn stays owned by the caller.
+func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
+	if opts.Logger == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		opts.Logger = l
+	}
+	if opts.Readers <= 0 {
+		opts.Readers = min(runtime.GOMAXPROCS(0), 4)
+	}
+	if opts.MaxWrite == 0 {
+		opts.MaxWrite = 1 << 20
+	}
+	opts.MaxWrite = max(opts.MaxWrite, 4096)
+	if opts.Flags == 0 {
+		opts.Flags = DefaultFlags
+	}
+	if opts.TimeGran == 0 {
+		opts.TimeGran = 1
+	}
+	if opts.MaxStackDepth == 0 {
+		opts.MaxStackDepth = 1
+	}
+	if opts.MaxMinor == 0 || opts.MaxMinor > abi.KernelMinorVersion {
+		opts.MaxMinor = abi.KernelMinorVersion
+	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 1024
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 5 * time.Second
+	}
+	return &Server{
+		fs:        fs,
+		conn:      conn,
+		opts:      opts,
+		log:       opts.Logger,
+		ready:     make(chan struct{}),
+		bufSize:   int(opts.MaxWrite) + 4096,
+		slots:     make(chan struct{}, opts.MaxInflight),
+		inflight:  make(map[uint64]*request),
+		retrieves: make(map[uint64]chan []byte),
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Conn returns the connection the server was made for.
+func (s *Server) Conn() *Conn { return s.conn }
+
+// Negotiated returns the INIT result, or nil before INIT was answered.
+func (s *Server) Negotiated() *Negotiated { return s.neg.Load() }
+
+// Ready is closed once the INIT handshake has been answered (or, with
+// Options.Resume, once serving started).
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Stats returns the per-opcode counters.
+func (s *Server) Stats() []OpStats { return s.stats.snapshot() }
+
+// Inflight returns the number of requests being handled.
+func (s *Server) Inflight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight)
+}
+
+// Wedge makes every reader stop serving after its current message, for
+// tests of watchdogs; Check then reports the readers as stuck.
+func (s *Server) Wedge() { s.wedge.Store(true) }
+
+// Check reports an error when a reader loop has been busy outside its read
+// for longer than limit: the serving loop is not making progress.
+func (s *Server) Check(limit time.Duration) error {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.readers {
+		if t := r.busySince.Load(); t != 0 && time.Duration(now-t) > limit {
+			return fmt.Errorf("reader %d stuck for %v", i, time.Duration(now-t).Round(time.Millisecond))
+		}
+	}
+	return nil
+}
+
+// Serve answers INIT (unless resuming), then reads and dispatches requests
+// until the file system is unmounted (it returns nil) or ctx is cancelled
+// (it stops reading, waits up to ShutdownGrace for requests in flight, and
+// returns nil, leaving the connection open so another process can go on
+// serving it). Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return errors.New("fusedev: Serve called twice")
+	}
+	defer s.fs.Destroy()
+	if s.opts.Resume != nil {
+		n := *s.opts.Resume
+		s.neg.Store(&n)
+	} else if err := s.handshake(ctx); err != nil {
+		return err
+	}
+
+	conns := []*Conn{s.conn}
+	if !s.Negotiated().Cuse {
+		for i := 1; i < s.opts.Readers; i++ {
+			c, err := s.conn.Clone()
+			if err != nil {
+				s.log.WithError(err).Debug("cannot clone /dev/fuse; readers share one fd")
+				break
+			}
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Lock()
+	s.conns = conns[1:]
+	s.mu.Unlock()
+
+	var readers sync.WaitGroup
+	errs := make(chan error, s.opts.Readers)
+	stop := make(chan struct{})
+	for i := 0; i < s.opts.Readers; i++ {
+		c := conns[i%len(conns)]
+		st := &readerState{}
+		s.mu.Lock()
+		s.readers = append(s.readers, st)
+		s.mu.Unlock()
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			errs <- s.readLoop(c, st, stop)
+		}()
+	}
+	if s.opts.Resume != nil {
+		if err := s.NotifyResend(); err != nil {
+			s.log.WithError(err).Warn("asking the kernel to resend pending requests failed")
+		}
+	}
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
+	}
+
+	// Wait for the first reader to end (connection gone) or for ctx.
+	var result error
+	unmounted := false
+	select {
+	case err := <-errs:
+		if err != nil && !errors.Is(err, ErrClosed) {
+			result = err
+		}
+		unmounted = true
+	case <-ctx.Done():
+	}
+	close(stop)
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now())
+	}
+	readers.Wait()
+	for _, c := range conns {
+		c.SetReadDeadline(time.Time{})
+	}
+
+	if !unmounted {
+		// Graceful stop: let requests in flight finish, then cancel them.
+		done := make(chan struct{})
+		go func() { s.handlers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(s.opts.ShutdownGrace):
+			s.cancelAll()
+		}
+	} else {
+		s.cancelAll()
+	}
+	s.handlers.Wait()
+
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	s.readers = nil
+	s.mu.Unlock()
+	return result
+}
+
+func (s *Server) cancelAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.inflight {
+		r.ctx.cancel()
+	}
+}
+
+// readLoop reads messages from c and dispatches them until the connection
+// ends or stop is closed.
+func (s *Server) readLoop(c *Conn, st *readerState, stop <-chan struct{}) error {
+	var bp *[]byte
+	for {
+		if bp == nil {
+			bp = s.pool.get(s.bufSize)
+		}
+		st.busySince.Store(0)
+		n, err := c.Read(*bp)
+		st.busySince.Store(time.Now().UnixNano())
+		if err != nil {
+			s.pool.put(bp)
+			select {
+			case <-stop:
+				return nil
+			default:
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // a deadline from an earlier stop; keep serving
+			}
+			return err
+		}
+		for s.wedge.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		bp = s.dispatch(c, bp, n, stop)
+	}
+}
+
+// dispatch validates one message and starts its handling. It returns the
+// buffer for the next read (nil when the handler took it).
+func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]byte {
+	msg := (*bp)[:n]
+	var h abi.InHeader
+	if err := abi.Decode(msg, &h); err != nil {
+		if n >= 16 {
+			// The unique is readable: answer so the caller is not left hanging.
+			u := uint64(0)
+			for i := 15; i >= 8; i-- {
+				u = u<<8 | uint64(msg[i])
+			}
+			s.replyError(c, u, syscall.EIO)
+		}
+		s.log.WithField("bytes", n).Error("fuse: dropping message shorter than a request header")
+		return bp
+	}
+	if int(h.Len) != n {
+		s.log.WithFields(logrus.Fields{"op": h.Opcode, "len": h.Len, "read": n}).Error("fuse: request length disagrees with bytes read")
+		s.replyError(c, h.Unique, syscall.EIO)
+		return bp
+	}
+	payload := msg[abi.SizeInHeader:]
+	ext := int(h.TotalExtlen) * 8
+	if ext > len(payload) {
+		s.log.WithFields(logrus.Fields{"op": h.Opcode, "extlen": ext}).Error("fuse: extension longer than request")
+		s.replyError(c, h.Unique, syscall.EIO)
+		return bp
+	}
+
+	switch h.Opcode {
+	case abi.OpInterrupt:
+		s.interrupt(c, &h, payload)
+		return bp
+	case abi.OpForget, abi.OpBatchForget:
+		t0 := time.Now()
+		s.forget(&h, payload)
+		s.stats.record(h.Opcode, time.Since(t0), false)
+		return bp
+	case abi.OpNotifyReply:
+		s.notifyReply(&h, payload)
+		return bp
+	}
+
+	// Take a slot; while none is free the kernel keeps requests queued.
+	select {
+	case s.slots <- struct{}{}:
+	case <-stop:
+		s.replyError(c, h.Unique, syscall.EINTR)
+		return bp
+	}
+
+	r := &request{s: s, conn: c, hdr: h, start: time.Now()}
+	r.ctx.parent = context.Background()
+	if n <= smallRequest {
+		// Copy small requests so a long-blocked handler holds little memory
+		// and the big buffer serves the next read.
+		r.buf = s.pool.get(n)
+		copy(*r.buf, msg)
+	} else {
+		r.buf, bp = bp, nil
+	}
+	body := (*r.buf)[abi.SizeInHeader:n]
+	r.in = body[:len(body)-ext]
+	r.ext = body[len(body)-ext:]
+
+	s.mu.Lock()
+	s.inflight[h.Unique] = r
+	s.mu.Unlock()
+	s.handlers.Add(1)
+	go r.serve()
+	return bp
+}
+
+// smallRequest is the size up to which a request is copied out of the read
+// buffer (every request but large WRITE, SETXATTR and IOCTL payloads).
+const smallRequest = 4096
+
+func (s *Server) interrupt(c *Conn, h *abi.InHeader, payload []byte) {
+	var in abi.InterruptIn
+	if err := abi.Decode(payload, &in); err != nil {
+		s.log.WithError(err).Error("fuse: malformed INTERRUPT")
+		s.replyError(c, h.Unique, syscall.EIO)
+		return
+	}
+	s.mu.Lock()
+	r := s.inflight[in.Unique]
+	s.mu.Unlock()
+	if r == nil {
+		// Not read yet on another reader, or already answered: ask the kernel
+		// to queue the interrupt again (it drops it if the request is done).
+		s.replyError(c, h.Unique, syscall.EAGAIN)
+		return
+	}
+	r.ctx.cancel()
+}
+
+func (s *Server) forget(h *abi.InHeader, payload []byte) {
+	if h.Opcode == abi.OpForget {
+		var in abi.ForgetIn
+		if err := abi.Decode(payload, &in); err != nil {
+			s.log.WithError(err).Error("fuse: malformed FORGET dropped")
+			return
+		}
+		s.fs.Forget(h.NodeID, in.Nlookup)
+		return
+	}
+	var in abi.BatchForgetIn
+	if err := abi.Decode(payload, &in); err != nil {
+		s.log.WithError(err).Error("fuse: malformed BATCH_FORGET dropped")
+		return
+	}
+	items := payload[abi.SizeBatchForgetIn:]
+	if uint64(in.Count)*abi.SizeForgetOne > uint64(len(items)) {
+		s.log.WithFields(logrus.Fields{"count": in.Count, "bytes": len(items)}).Error("fuse: BATCH_FORGET count exceeds message; forgetting what is there")
+		in.Count = uint32(len(items) / abi.SizeForgetOne)
+	}
+	for i := 0; i < int(in.Count); i++ {
+		var one abi.ForgetOne
+		abi.Decode(items[i*abi.SizeForgetOne:], &one)
+		s.fs.Forget(one.NodeID, one.Nlookup)
+	}
+}
+
+func (s *Server) notifyReply(h *abi.InHeader, payload []byte) {
+	var in abi.NotifyRetrieveIn
+	if err := abi.Decode(payload, &in); err != nil {
+		s.log.WithError(err).Error("fuse: malformed NOTIFY_REPLY dropped")
+		return
+	}
+	data := payload[abi.SizeNotifyRetrieveIn:]
+	if int(in.Size) < len(data) {
+		data = data[:in.Size]
+	}
+	s.mu.Lock()
+	ch := s.retrieves[h.Unique]
+	delete(s.retrieves, h.Unique)
+	s.mu.Unlock()
+	if ch == nil {
+		s.log.WithField("unique", h.Unique).Debug("fuse: NOTIFY_REPLY for no pending retrieve")
+		return
+	}
+	ch <- append([]byte(nil), data...)
+}
+
+// replyError answers unique with an errno and no payload.
+func (s *Server) replyError(c *Conn, unique uint64, errno syscall.Errno) {
+	out := abi.OutHeader{Len: abi.SizeOutHeader, Error: -int32(errno), Unique: unique}
+	if err := c.Write([][]byte{abi.Bytes(&out)}); err != nil && err != syscall.ENOENT {
+		s.log.WithError(err).WithField("unique", unique).Debug("fuse: writing error reply failed")
+	}
+}
