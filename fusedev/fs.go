@@ -178,7 +178,7 @@ func (NotImplemented) Listxattr(context.Context, *Request, []byte) (int, error) 
 	return 0, enosys
 }
 func (NotImplemented) Removexattr(context.Context, *Request, string) error { return enosys }
-func (NotImplemented) Flush(context.Context, *Request, *abi.FlushIn) error  { return enosys }
+func (NotImplemented) Flush(context.Context, *Request, *abi.FlushIn) error { return enosys }
 func (NotImplemented) Opendir(context.Context, *Request, *abi.OpenIn, *abi.OpenOut) error {
 	return enosys
 }
@@ -195,8 +195,8 @@ func (NotImplemented) Fsyncdir(context.Context, *Request, *abi.FsyncIn) error { 
 func (NotImplemented) Getlk(context.Context, *Request, *abi.LkIn, *abi.LkOut) error {
 	return enosys
 }
-func (NotImplemented) Setlk(context.Context, *Request, *abi.LkIn) error    { return enosys }
-func (NotImplemented) Setlkw(context.Context, *Request, *abi.LkIn) error   { return enosys }
+func (NotImplemented) Setlk(context.Context, *Request, *abi.LkIn) error      { return enosys }
+func (NotImplemented) Setlkw(context.Context, *Request, *abi.LkIn) error     { return enosys }
 func (NotImplemented) Access(context.Context, *Request, *abi.AccessIn) error { return enosys }
 func (NotImplemented) Create(context.Context, *Request, *abi.CreateIn, string, *abi.EntryOut, *abi.OpenOut) error {
 	return enosys

@@ -395,10 +395,10 @@ func Abort(mountpoint string) error {
 type MountState int
 
 const (
-	NotMounted MountState = iota // no FUSE mount there
-	Live                         // a server answers
-	Stale                        // the server is gone: ENOTCONN / ECONNABORTED
-	Unresponsive                 // stat did not return within the timeout
+	NotMounted   MountState = iota // no FUSE mount there
+	Live                           // a server answers
+	Stale                          // the server is gone: ENOTCONN / ECONNABORTED
+	Unresponsive                   // stat did not return within the timeout
 )
 
 func (s MountState) String() string {

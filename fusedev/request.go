@@ -621,7 +621,7 @@ type reqContext struct {
 }
 
 func (c *reqContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *reqContext) Value(key any) any          { return c.parent.Value(key) }
+func (c *reqContext) Value(key any) any           { return c.parent.Value(key) }
 
 func (c *reqContext) Done() <-chan struct{} {
 	c.mu.Lock()

@@ -104,10 +104,10 @@ type Server struct {
 	slots   chan struct{} // one per request being handled
 
 	mu        sync.Mutex
-	inflight  map[uint64]*request  // guarded by mu; by unique
+	inflight  map[uint64]*request    // guarded by mu; by unique
 	retrieves map[uint64]chan []byte // guarded by mu; by notify unique
-	conns     []*Conn              // guarded by mu; clones, closed when Serve returns
-	readers   []*readerState       // guarded by mu
+	conns     []*Conn                // guarded by mu; clones, closed when Serve returns
+	readers   []*readerState         // guarded by mu
 
 	nextNotify atomic.Uint64
 	handlers   sync.WaitGroup
