@@ -169,7 +169,11 @@ type Decision struct {
 	// since redacted bytes must come from the daemon.
 	Passthrough bool
 	// Redact lists the transformations reads through this open must
-	// apply. Non-zero only for allowed opens of files.
+	// apply. Non-zero only for allowed OpRead/OpWrite opens of files.
+	// Such an open must also bypass the kernel page cache
+	// (FOPEN_DIRECT_IO): the cache of an inode is shared by every opener,
+	// so redacted bytes must not be cached for others, nor may bytes
+	// cached by an unredacted reader be served to this one.
 	Redact Redaction
 	// EntryTimeout and AttrTimeout are the kernel cache timeouts to reply
 	// with for this path (for OpLookup: the entry and its attributes).
