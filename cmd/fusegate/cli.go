@@ -168,3 +168,14 @@ func (e *env) usageError(fs *flag.FlagSet, format string, a ...any) int {
 	fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", fs.Name())
 	return exitUsage
 }
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
