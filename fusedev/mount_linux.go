@@ -34,6 +34,8 @@ type MountOptions struct {
 	Fusermount string
 	// UseFusermount forces the fusermount3 path even as root (for tests).
 	UseFusermount bool
+	// Namespace is where the mount is made (root only; default: here).
+	Namespace MountNamespace
 }
 
 func (o *MountOptions) fsname() string {
@@ -66,7 +68,12 @@ func Mount(mountpoint string, opts MountOptions) (*Conn, error) {
 		return nil, fmt.Errorf("mount point %s is not a directory", mp)
 	}
 	if os.Geteuid() == 0 && !opts.UseFusermount {
-		return mountDirect(mp, &opts, st.Mode())
+		var c *Conn
+		err := opts.Namespace.do(func() (err error) {
+			c, err = mountDirect(mp, &opts, st.Mode())
+			return err
+		})
+		return c, err
 	}
 	return mountFusermount(mp, &opts)
 }
@@ -219,6 +226,8 @@ type UnmountOptions struct {
 	Lazy bool
 	// Fusermount as in MountOptions, used when not root.
 	Fusermount string
+	// Namespace is where to unmount (root only; default: here).
+	Namespace MountNamespace
 }
 
 // Unmount unmounts a FUSE mount point. The server of that mount sees its
@@ -233,16 +242,18 @@ func Unmount(mountpoint string, opts UnmountOptions) error {
 		if opts.Lazy {
 			flags = unix.MNT_DETACH
 		}
-		for {
-			err := unix.Unmount(mp, flags)
-			if err == unix.EINTR {
-				continue
+		return opts.Namespace.do(func() error {
+			for {
+				err := unix.Unmount(mp, flags)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("unmount %s: %w", mp, err)
+				}
+				return nil
 			}
-			if err != nil {
-				return fmt.Errorf("unmount %s: %w", mp, err)
-			}
-			return nil
-		}
+		})
 	}
 	bin, err := fusermountPath(&MountOptions{Fusermount: opts.Fusermount})
 	if err != nil {
