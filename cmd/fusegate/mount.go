@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/internal/demofs"
 )
@@ -114,7 +116,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 // clearStale unmounts a FUSE mount at mountpoint whose server is gone. It
 // refuses to touch a mount that is served.
 func clearStale(e *env, mountpoint string) error {
-	state, err := fusedev.Probe(mountpoint, 2*time.Second)
+	state, err := probeMount(mountpoint, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -129,6 +131,41 @@ func clearStale(e *env, mountpoint string) error {
 		return nil
 	default:
 		return fmt.Errorf("%s is already a FUSE mount (%s); unmount it first with 'fusegate umount %s'", mountpoint, state, mountpoint)
+	}
+}
+
+// signalName names sig as in kill(1) ("SIGTERM"); a number (as in JSON
+// logs) would need a table to read.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok && unix.SignalName(s) != "" {
+		return unix.SignalName(s)
+	}
+	return sig.String()
+}
+
+// probeMount reports whether the FUSE mount at mountpoint is served. It
+// asks with statfs(2), which the kernel always sends to the server: stat(2)
+// can be answered from the attribute cache long after the server died. It
+// asks from a goroutine and gives up after timeout, so a wedged server
+// cannot hang the caller. The caller must not serve that mount itself.
+func probeMount(mountpoint string, timeout time.Duration) (fusedev.MountState, error) {
+	_, ok, err := fusedev.FindMount(mountpoint)
+	if err != nil || !ok {
+		return fusedev.NotMounted, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		done <- unix.Statfs(mountpoint, &st)
+	}()
+	select {
+	case err := <-done:
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			return fusedev.Stale, nil
+		}
+		return fusedev.Live, nil // answered, even if with another error
+	case <-time.After(timeout):
+		return fusedev.Unresponsive, nil
 	}
 }
 
@@ -166,7 +203,7 @@ func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, 
 			e.log.WithField("mountpoint", mountpoint).Info("unmounted")
 			return exitOK
 		case sig := <-sigs:
-			e.log.WithField("signal", sig).Info("unmounting")
+			e.log.WithField("signal", signalName(sig)).Info("unmounting")
 			if err := fusedev.Unmount(mountpoint, fusedev.UnmountOptions{}); err != nil {
 				if !errors.Is(err, syscall.EBUSY) {
 					e.log.WithError(err).Error("unmount failed")
