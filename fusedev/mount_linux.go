@@ -416,10 +416,12 @@ func (s MountState) String() string {
 	return [...]string{"not mounted", "live", "stale", "unresponsive"}[s]
 }
 
-// Probe reports whether the FUSE mount at mountpoint is served. It stats the
-// mount from a goroutine and gives up after timeout, so a wedged server
-// cannot hang the caller (the goroutine stays blocked until the kernel
-// answers). Never call it on a mount the calling process serves.
+// Probe reports whether the FUSE mount at mountpoint is served. It asks
+// with statfs(2), which the kernel always sends to the server (stat(2) can
+// be answered from the attribute cache long after the server died), from a
+// goroutine, and gives up after timeout so a wedged server cannot hang the
+// caller (the goroutine stays blocked until the kernel answers). Never call
+// it on a mount the calling process serves.
 func Probe(mountpoint string, timeout time.Duration) (MountState, error) {
 	_, ok, err := FindMount(mountpoint)
 	if err != nil || !ok {
@@ -427,19 +429,15 @@ func Probe(mountpoint string, timeout time.Duration) (MountState, error) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		var st unix.Stat_t
-		done <- unix.Stat(mountpoint, &st)
+		var st unix.Statfs_t
+		done <- unix.Statfs(mountpoint, &st)
 	}()
 	select {
 	case err := <-done:
-		switch {
-		case err == nil:
-			return Live, nil
-		case errors.Is(err, unix.ENOTCONN), errors.Is(err, unix.ECONNABORTED):
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
 			return Stale, nil
-		default:
-			return Live, nil // answered, even if with an error
 		}
+		return Live, nil // answered, even if with another error
 	case <-time.After(timeout):
 		return Unresponsive, nil
 	}

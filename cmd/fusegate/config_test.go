@@ -29,7 +29,7 @@ func TestConfigCommand(t *testing.T) {
 		{[]string{"config"}, 2, "", "want a subcommand"},
 		{[]string{"config", "--help"}, 0, "check FILE", ""},
 	} {
-		code, out, errs := runCLI(t, c.args...)
+		code, out, errs := runCLI(c.args...)
 		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errs, c.err) {
 			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", c.args, code, c.code, out, errs)
 		}

@@ -116,7 +116,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 // clearStale unmounts a FUSE mount at mountpoint whose server is gone. It
 // refuses to touch a mount that is served.
 func clearStale(e *env, mountpoint string) error {
-	state, err := probeMount(mountpoint, 2*time.Second)
+	state, err := fusedev.Probe(mountpoint, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -141,32 +141,6 @@ func signalName(sig os.Signal) string {
 		return unix.SignalName(s)
 	}
 	return sig.String()
-}
-
-// probeMount reports whether the FUSE mount at mountpoint is served. It
-// asks with statfs(2), which the kernel always sends to the server: stat(2)
-// can be answered from the attribute cache long after the server died. It
-// asks from a goroutine and gives up after timeout, so a wedged server
-// cannot hang the caller. The caller must not serve that mount itself.
-func probeMount(mountpoint string, timeout time.Duration) (fusedev.MountState, error) {
-	_, ok, err := fusedev.FindMount(mountpoint)
-	if err != nil || !ok {
-		return fusedev.NotMounted, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		var st unix.Statfs_t
-		done <- unix.Statfs(mountpoint, &st)
-	}()
-	select {
-	case err := <-done:
-		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
-			return fusedev.Stale, nil
-		}
-		return fusedev.Live, nil // answered, even if with another error
-	case <-time.After(timeout):
-		return fusedev.Unresponsive, nil
-	}
 }
 
 // serveMount mounts fsys and serves it until a signal or an external unmount.

@@ -1,20 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-func runCLI(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	code := run(context.Background(), args, &out, &errb)
-	return code, out.String(), errb.String()
-}
 
 func TestPolicyCommand(t *testing.T) {
 	dir := t.TempDir()
@@ -45,7 +36,7 @@ func TestPolicyCommand(t *testing.T) {
 		{[]string{"policy", "frob"}, 2, "", "unknown subcommand"},
 		{[]string{"policy", "--help"}, 0, "explain FILE --uid N", ""},
 	} {
-		code, out, errs := runCLI(t, c.args...)
+		code, out, errs := runCLI(c.args...)
 		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errs, c.err) {
 			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", c.args, code, c.code, out, errs)
 		}
