@@ -132,10 +132,27 @@ func (c *Conn) Read(buf []byte) (int, error) {
 		return 0, ErrClosed
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
-	case n == 0:
+	case n == 0 && c.hungUp():
 		return 0, ErrClosed // a socketpair peer hung up
 	}
-	return n, nil
+	return n, nil // n == 0: an empty message, which the caller drops
+}
+
+// hungUp tells a closed peer from an empty message: on a SOCK_SEQPACKET
+// socket both read as 0 bytes, but only the first polls as hang-up.
+func (c *Conn) hungUp() bool {
+	hup := true
+	c.rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		for {
+			_, err := unix.Poll(p, 0)
+			if err != unix.EINTR {
+				hup = err != nil || p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0
+				return
+			}
+		}
+	})
+	return hup
 }
 
 // Write writes one message made of the given pieces with a single writev.

@@ -58,6 +58,7 @@ func TestMalformed(t *testing.T) {
 		build func() (uint64, []byte)
 		want  syscall.Errno
 	}{
+		{"empty message", func() (uint64, []byte) { return 0, []byte{} }, noReply}, // not a hang-up
 		{"short header with unique", func() (uint64, []byte) {
 			u, m := msg(abi.OpGetattr, getattr)
 			return u, m[:abi.SizeInHeader-1]
