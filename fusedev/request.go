@@ -53,7 +53,6 @@ func (r *request) malformed(err error) error {
 
 func (r *request) serve() {
 	s := r.s
-	defer s.handlers.Done()
 	r.pub = Request{Opcode: r.hdr.Opcode, Unique: r.hdr.Unique, NodeID: r.hdr.NodeID,
 		Caller: Caller{UID: r.hdr.UID, GID: r.hdr.GID, PID: r.hdr.PID}}
 	if len(r.ext) > 0 {

@@ -31,8 +31,11 @@ const DefaultFlags = abi.InitAsyncRead | abi.InitAtomicOTrunc | abi.InitBigWrite
 type Options struct {
 	Logger logrus.FieldLogger // default: a logger that discards
 
-	// Readers is the number of goroutines reading requests, each on its own
-	// cloned /dev/fuse fd where cloning works. Default: GOMAXPROCS, at most 4.
+	// Readers is the number of descriptors read at once, each a cloned
+	// /dev/fuse fd where cloning works (else they share one). Each has one
+	// goroutine reading it, which handles what it reads itself and hands
+	// the reading to a new goroutine when a request takes long, so requests
+	// are still served concurrently. Default: GOMAXPROCS, at most 4.
 	Readers int
 	// MaxWrite is the largest WRITE payload: default 1 MiB, at least 4 KiB,
 	// rounded up to whole pages (the kernel counts max_pages). Reads are
@@ -112,7 +115,6 @@ type Server struct {
 	readers   []*readerState         // guarded by mu
 
 	nextNotify  atomic.Uint64
-	handlers    sync.WaitGroup
 	served      atomic.Bool
 	initialised atomic.Bool // FileSystem.Init succeeded: Destroy is owed
 	destroyed   atomic.Bool // FileSystem.Destroy was called
@@ -262,20 +264,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.conns = conns[1:]
 	s.mu.Unlock()
 
-	var readers sync.WaitGroup
-	errs := make(chan error, s.opts.Readers)
-	stop := make(chan struct{})
+	lc := &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}
 	for i := 0; i < s.opts.Readers; i++ {
-		c := conns[i%len(conns)]
-		st := &readerState{}
+		sl := &readSlot{c: conns[i%len(conns)], st: &readerState{}}
 		s.mu.Lock()
-		s.readers = append(s.readers, st)
+		s.readers = append(s.readers, sl.st)
 		s.mu.Unlock()
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			errs <- s.readLoop(c, st, stop)
-		}()
+		s.startLoop(sl, lc)
 	}
 	if s.opts.Resume != nil {
 		if err := s.NotifyResend(); err != nil {
@@ -288,39 +283,37 @@ func (s *Server) Serve(ctx context.Context) error {
 		close(s.ready)
 	}
 
-	// Wait for the first reader to end (connection gone) or for ctx.
+	// Wait for a reader to meet the end of the connection, or for ctx.
 	var result error
 	unmounted := false
 	select {
-	case err := <-errs:
-		if err != nil && !errors.Is(err, ErrClosed) {
+	case err := <-lc.errs:
+		if !errors.Is(err, ErrClosed) {
 			result = err
 		}
 		unmounted = true
 	case <-ctx.Done():
 	}
-	close(stop)
+	close(lc.stop)
 	for _, c := range conns {
 		c.SetReadDeadline(time.Now())
 	}
-	readers.Wait()
+	// Readers leave at once; what remains are requests being handled.
+	done := make(chan struct{})
+	go func() { lc.wg.Wait(); close(done) }()
+	if unmounted {
+		s.cancelAll() // nobody can read their replies
+	}
+	select {
+	case <-done:
+	case <-time.After(s.opts.ShutdownGrace):
+		// Graceful stop: requests in flight had their grace; cancel them.
+		s.cancelAll()
+		<-done
+	}
 	for _, c := range conns {
 		c.SetReadDeadline(time.Time{})
 	}
-
-	if !unmounted {
-		// Graceful stop: let requests in flight finish, then cancel them.
-		done := make(chan struct{})
-		go func() { s.handlers.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(s.opts.ShutdownGrace):
-			s.cancelAll()
-		}
-	} else {
-		s.cancelAll()
-	}
-	s.handlers.Wait()
 
 	s.mu.Lock()
 	for _, c := range s.conns {
@@ -357,44 +350,106 @@ func (s *Server) cancelAll() {
 	}
 }
 
-// readLoop reads messages from c and dispatches them until the connection
-// ends or stop is closed.
-func (s *Server) readLoop(c *Conn, st *readerState, stop <-chan struct{}) error {
+// handoffDelay is how long a loop goroutine handles a request itself
+// before it hands its read duty to a new goroutine. Requests that finish
+// sooner (most of them) cost no goroutine and no thread wake-up; slow or
+// blocking ones (SETLKW, POLL, a CUSE read waiting for data) still let the
+// descriptor be read after about this long (timers wake at millisecond
+// granularity when the other threads are idle, so about 1 ms in practice).
+const handoffDelay = 100 * time.Microsecond
+
+// readSlot is the duty of reading one descriptor. Exactly one goroutine
+// holds it at a time (see loop).
+type readSlot struct {
+	c  *Conn
+	st *readerState
+}
+
+// loopCtl is shared by the loop goroutines of one Serve.
+type loopCtl struct {
+	stop chan struct{}  // closed when Serve stops reading
+	errs chan error     // the first read error: the connection is gone
+	wg   sync.WaitGroup // every loop goroutine
+}
+
+func (s *Server) startLoop(sl *readSlot, lc *loopCtl) {
+	lc.wg.Add(1)
+	go s.loop(sl, lc)
+}
+
+// loop holds the read duty of sl: it reads a message and handles it on its
+// own goroutine. If handling takes longer than handoffDelay, a timer passes
+// the read duty to a new loop goroutine and this one ends with its request.
+func (s *Server) loop(sl *readSlot, lc *loopCtl) {
+	defer lc.wg.Done()
+	handedOff := make(chan struct{})
+	timer := time.AfterFunc(time.Hour, func() {
+		// Runs at most once: after it the goroutine below ends. The Add
+		// happens while that goroutine is still counted in wg.
+		select {
+		case <-lc.stop:
+		default:
+			s.startLoop(sl, lc)
+		}
+		close(handedOff)
+	})
+	timer.Stop()
+
 	var bp *[]byte
+	defer func() { s.pool.put(bp) }()
 	for {
+		select {
+		case <-lc.stop:
+			return
+		default:
+		}
 		if bp == nil {
 			bp = s.pool.get(s.bufSize)
 		}
-		st.busySince.Store(0)
-		n, err := c.Read(*bp)
-		st.busySince.Store(time.Now().UnixNano())
+		sl.st.busySince.Store(0)
+		n, err := sl.c.Read(*bp)
+		sl.st.busySince.Store(time.Now().UnixNano())
 		if err != nil {
-			s.pool.put(bp)
 			select {
-			case <-stop:
-				return nil
+			case <-lc.stop:
+				return
 			default:
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue // a deadline from an earlier stop; keep serving
 			}
-			return err
+			select {
+			case lc.errs <- err:
+			default:
+			}
+			return
 		}
 		for s.wedge.Load() {
 			select {
-			case <-stop:
-				s.pool.put(bp)
-				return nil
+			case <-lc.stop:
+				return
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
-		bp = s.dispatch(c, bp, n, stop)
+		var r *request
+		r, bp = s.dispatch(sl.c, bp, n, lc.stop)
+		if r == nil {
+			continue
+		}
+		timer.Reset(handoffDelay)
+		r.serve()
+		if !timer.Stop() {
+			<-handedOff
+			return // a new goroutine reads sl now
+		}
 	}
 }
 
-// dispatch validates one message and starts its handling. It returns the
-// buffer for the next read (nil when the handler took it).
-func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]byte {
+// dispatch validates one message and answers what needs no handler
+// (errors, INTERRUPT, FORGET, NOTIFY_REPLY). Otherwise it returns the request
+// to serve, with its MaxInflight slot taken. It returns the buffer for the
+// next read (nil when the request took it).
+func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) (*request, *[]byte) {
 	msg := (*bp)[:n]
 	var h abi.InHeader
 	if err := abi.Decode(msg, &h); err != nil {
@@ -405,38 +460,38 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]b
 			op := abi.Opcode(le32(msg[4:]))
 			s.replyMalformed(c, op, le64(msg[8:]))
 		}
-		return bp
+		return nil, bp
 	}
 	if int(h.Len) != n {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "len": h.Len, "read": n}).Error("fuse: request length disagrees with bytes read")
 		s.replyMalformed(c, h.Opcode, h.Unique)
-		return bp
+		return nil, bp
 	}
 	payload := msg[abi.SizeInHeader:]
 	ext := int(h.TotalExtlen) * 8
 	if ext > len(payload) {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "extlen": ext}).Error("fuse: extension longer than request")
 		s.replyMalformed(c, h.Opcode, h.Unique)
-		return bp
+		return nil, bp
 	}
 
 	switch h.Opcode {
 	case abi.OpInterrupt:
 		s.interrupt(c, &h, payload)
-		return bp
+		return nil, bp
 	case abi.OpForget, abi.OpBatchForget:
 		t0 := time.Now()
 		s.forget(&h, payload)
 		s.stats.record(h.Opcode, time.Since(t0), false)
-		return bp
+		return nil, bp
 	case abi.OpNotifyReply:
 		s.notifyReply(&h, payload)
-		return bp
+		return nil, bp
 	}
 	if h.Unique == 0 {
 		// A reply with unique 0 would be taken for a notification.
 		s.log.WithField("op", h.Opcode).Error("fuse: dropping request with unique 0")
-		return bp
+		return nil, bp
 	}
 
 	r := &request{s: s, conn: c, hdr: h, start: time.Now()}
@@ -469,11 +524,9 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]b
 		s.mu.Unlock()
 		s.replyError(c, h.Unique, syscall.EINTR)
 		s.pool.put(r.buf)
-		return bp
+		return nil, bp
 	}
-	s.handlers.Add(1)
-	go r.serve()
-	return bp
+	return r, bp
 }
 
 // replyMalformed answers a request that could not be decoded with EIO,
