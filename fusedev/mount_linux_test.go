@@ -249,3 +249,61 @@ func TestServeRealMount(t *testing.T) {
 		t.Fatal("Serve did not return after unmount")
 	}
 }
+
+// Readers blocked in read(2) on a real /dev/fuse wake for a deadline (past
+// or future), block again once it is cleared, and end with ErrClosed on Close.
+func TestBlockedReadersWake(t *testing.T) {
+	requireFuse(t)
+	_, c := mountTemp(t)
+	buf := make([]byte, 1<<20+4096)
+	if _, err := c.Read(buf); err != nil { // the mount's INIT; nothing else comes
+		t.Fatal(err)
+	}
+	const readers = 4
+	results := make(chan error, readers)
+	startReaders := func() {
+		for i := 0; i < readers; i++ {
+			go func() {
+				_, err := c.Read(make([]byte, 1<<20+4096))
+				results <- err
+			}()
+		}
+		time.Sleep(20 * time.Millisecond) // let them block
+	}
+	expect := func(what string, want error, within time.Duration) {
+		t.Helper()
+		for i := 0; i < readers; i++ {
+			select {
+			case err := <-results:
+				if !errors.Is(err, want) {
+					t.Fatalf("%s: Read returned %v, want %v", what, err, want)
+				}
+			case <-time.After(within):
+				t.Fatalf("%s: %d of %d blocked readers not woken within %v", what, readers-i, readers, within)
+			}
+		}
+	}
+
+	startReaders()
+	c.SetReadDeadline(time.Now())
+	expect("deadline now", os.ErrDeadlineExceeded, 2*time.Second)
+
+	c.SetReadDeadline(time.Time{})
+	start := time.Now()
+	c.SetReadDeadline(start.Add(50 * time.Millisecond))
+	startReaders()
+	expect("deadline in 50ms", os.ErrDeadlineExceeded, 2*time.Second)
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Errorf("woken after %v, before the deadline", d)
+	}
+
+	c.SetReadDeadline(time.Time{})
+	startReaders()
+	select {
+	case err := <-results:
+		t.Fatalf("a reader returned %v with no deadline and nothing to read", err)
+	case <-time.After(30 * time.Millisecond):
+	}
+	c.Close()
+	expect("Close", fusedev.ErrClosed, 2*time.Second)
+}
