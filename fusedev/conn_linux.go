@@ -235,6 +235,8 @@ func (c *Conn) Read(buf []byte) (int, error) {
 	switch {
 	case rerr == unix.ENODEV || rerr == unix.ECONNABORTED:
 		return 0, ErrClosed
+	case rerr == unix.ECONNRESET:
+		return 0, ErrClosed // a socketpair peer closed with messages unread
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
 	case n == 0 && c.hungUp():
