@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -625,5 +626,40 @@ func TestSuppGroupsExtension(t *testing.T) {
 	}
 	if g := <-got; fmt.Sprint(g) != "[7 9]" {
 		t.Errorf("SuppGroups %v, want [7 9]", g)
+	}
+}
+
+// Replies stay within what the kernel can take even when a request asks for
+// more than it could (a bad size field) and the handler returns too much.
+func TestReplyBounds(t *testing.T) {
+	fs := &hookFS{
+		read: func(_ context.Context, _ *fusedev.Request, _ *abi.ReadIn, dest []byte) ([]byte, error) {
+			return make([]byte, len(dest)+10), nil
+		},
+		ioctl: func(_ context.Context, _ *fusedev.Request, _ *abi.IoctlIn, _ []byte, out *fusedev.IoctlOut) error {
+			out.Data = make([]byte, 2<<20)
+			return nil
+		},
+	}
+	k := startInit(t, fs, fusedev.Options{})
+	data, errno := k.Read(2, 1, 0, 1<<30)
+	if errno != 0 || len(data) != 1<<20 {
+		t.Errorf("READ of 1 GiB with a greedy handler: %v, %d bytes; want max_write (1 MiB)", errno, len(data))
+	}
+	if _, errno := k.Ioctl(1, abi.IoctlIn{OutSize: 1 << 30}, nil); errno != syscall.EIO {
+		t.Errorf("IOCTL answered with 2 MiB: %v, want EIO", errno)
+	}
+}
+
+type longLink struct{ fusedev.NotImplemented }
+
+func (longLink) Readlink(context.Context, *fusedev.Request) (string, error) {
+	return strings.Repeat("l", abi.PathMax), nil
+}
+
+func TestReadlinkTooLong(t *testing.T) {
+	k := startInit(t, &longLink{}, fusedev.Options{})
+	if _, errno := k.Readlink(2); errno != syscall.ENAMETOOLONG {
+		t.Errorf("READLINK of a %d-byte target: %v, want ENAMETOOLONG", abi.PathMax, errno)
 	}
 }

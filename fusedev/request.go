@@ -206,6 +206,9 @@ func (r *request) run() error {
 		if err != nil {
 			return err
 		}
+		if len(target) >= abi.PathMax {
+			return syscall.ENAMETOOLONG // the kernel reads at most a page
+		}
 		r.data = []byte(target)
 		return nil
 
@@ -310,9 +313,9 @@ func (r *request) run() error {
 		if err != nil {
 			return err
 		}
-		if len(data) > int(a.Size) {
+		if len(data) > size {
 			s.log.WithFields(logrus.Fields{"asked": a.Size, "got": len(data)}).Error("fuse: READ handler returned more than asked; truncated")
-			data = data[:a.Size]
+			data = data[:size]
 		}
 		r.data = data
 		return nil
@@ -520,7 +523,7 @@ func (r *request) run() error {
 		if err := fs.Ioctl(ctx, req, &a, data[:a.InSize], &out); err != nil {
 			return err
 		}
-		return r.ioctlReply(&a, &out)
+		return r.ioctlReply(&a, &out, maxRead(neg))
 
 	case abi.OpPoll:
 		var a abi.PollIn
@@ -600,7 +603,7 @@ func maxRead(neg *Negotiated) uint32 {
 
 // ioctlReply encodes an IOCTL answer: the fixed part, then either the iovec
 // arrays of a retry or the output data.
-func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut) error {
+func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut, limit uint32) error {
 	o := outAs[abi.IoctlOut](r)
 	r.outLen = abi.SizeIoctlOut
 	if out.Retry {
@@ -621,7 +624,7 @@ func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut) error {
 		r.data = buf[:off]
 		return nil
 	}
-	if len(out.Data) > int(in.OutSize) {
+	if len(out.Data) > int(min(in.OutSize, limit)) {
 		return r.malformed(fmt.Errorf("ioctl handler returned %d bytes, out_size %d", len(out.Data), in.OutSize))
 	}
 	*o = abi.IoctlOut{Result: out.Result}
