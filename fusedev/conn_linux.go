@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -15,16 +18,40 @@ import (
 
 // ErrClosed is returned by Conn.Read once the connection is gone: the file
 // system was unmounted (ENODEV), the connection was aborted, or the peer of
-// a socketpair closed its end.
+// a socketpair closed its end; and by Read and Write on a closed Conn.
 var ErrClosed = errors.New("fuse connection closed")
 
-// Conn is one descriptor that carries FUSE messages. Reads wait in Go's
-// netpoller, so SetReadDeadline can wake a reader without unmounting;
-// writes go straight to the descriptor (the kernel keeps each write whole).
+// Conn is one descriptor that carries FUSE messages.
+//
+// On a character device (/dev/fuse, /dev/cuse, a clone) reads block in
+// read(2) on the reading goroutine's thread: the kernel wakes exactly one
+// blocked reader per request, and the Go scheduler is not involved, which
+// makes a round trip several times cheaper than waiting in the netpoller.
+// To wake blocked readers (SetReadDeadline, Close) the Conn puts the file in
+// O_NONBLOCK mode and sends SIGURG to their threads: the kernel restarts the
+// interrupted read (Go's handlers use SA_RESTART), the restarted read sees
+// O_NONBLOCK and returns EAGAIN. SIGURG is the signal the Go runtime itself
+// uses for preemption and tolerates spuriously; a program that subscribes
+// to SIGURG with os/signal will see these.
+//
+// On anything else (a SOCK_SEQPACKET socketpair in tests) reads wait in
+// Go's netpoller. Writes go straight to the descriptor either way (the
+// kernel keeps each write whole).
 type Conn struct {
-	f  *os.File
-	rc syscall.RawConn
-	fd int
+	f      *os.File
+	rc     syscall.RawConn
+	fd     int
+	closed atomic.Bool // Close was called
+
+	blocking bool // a character device: reads block in read(2)
+	// deadline is the read deadline in Unix nanoseconds, 0 for none
+	// (blocking mode only; the netpoller keeps its own).
+	deadline atomic.Int64
+
+	mu      sync.Mutex
+	timer   *time.Timer // guarded by mu; expires the deadline
+	expired bool        // guarded by mu; the file is O_NONBLOCK to free readers
+	waiters map[int]int // guarded by mu; thread id -> readers blocked in read(2) on it
 }
 
 // NewConn takes ownership of f, an open /dev/fuse, /dev/cuse or
@@ -50,20 +77,27 @@ func NewConn(f *os.File) (*Conn, error) {
 	return NewConnFD(nfd, name)
 }
 
-// NewConnFD takes ownership of the raw descriptor fd, switches it to
-// non-blocking mode and registers it with Go's poller.
+// NewConnFD takes ownership of the raw descriptor fd. A character device
+// is put in blocking mode (see Conn); anything else in non-blocking mode,
+// registered with Go's poller.
 func NewConnFD(fd int, name string) (*Conn, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat %s: %w", name, err)
+	}
+	blocking := st.Mode&unix.S_IFMT == unix.S_IFCHR
+	if err := unix.SetNonblock(fd, !blocking); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set %s non-blocking: %w", name, err)
 	}
-	f := os.NewFile(uintptr(fd), name) // non-blocking: the runtime polls it
+	f := os.NewFile(uintptr(fd), name) // polled by the runtime if non-blocking
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &Conn{f: f, rc: rc, fd: fd}, nil
+	return &Conn{f: f, rc: rc, fd: fd, blocking: blocking}, nil
 }
 
 // Fd returns the descriptor. It stays owned by the Conn.
@@ -72,12 +106,93 @@ func (c *Conn) Fd() int { return c.fd }
 // File returns the Conn's file, e.g. to hand it to systemd's fd store.
 func (c *Conn) File() *os.File { return c.f }
 
-// Close closes the descriptor. Closing the last descriptor of a mount's
-// connection makes the mount report ENOTCONN until unmounted.
-func (c *Conn) Close() error { return c.f.Close() }
+// Close closes the descriptor, waking readers blocked on it (they get
+// ErrClosed). Closing the last descriptor of a mount's connection makes the
+// mount report ENOTCONN until unmounted.
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	if c.blocking {
+		c.mu.Lock()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.setExpired(true)
+		c.mu.Unlock()
+	}
+	return c.f.Close()
+}
 
-// SetReadDeadline wakes a pending Read with os.ErrDeadlineExceeded at t.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
+// pollErr maps the error of a RawConn operation: on a closed Conn the
+// runtime says "use of closed file" (internal/poll's, which is not
+// os.ErrClosed), reported here as ErrClosed.
+func (c *Conn) pollErr(err error) error {
+	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// SetReadDeadline wakes pending and later Reads with os.ErrDeadlineExceeded
+// at t; the zero time clears it.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if !c.blocking {
+		return c.f.SetReadDeadline(t)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	switch {
+	case t.IsZero():
+		c.deadline.Store(0)
+		c.setExpired(false)
+	case !t.After(time.Now()):
+		c.deadline.Store(t.UnixNano())
+		c.setExpired(true)
+	default:
+		c.deadline.Store(t.UnixNano())
+		c.setExpired(false)
+		var timer *time.Timer
+		timer = time.AfterFunc(time.Until(t), func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.timer == timer && !c.closed.Load() {
+				c.setExpired(true)
+			}
+		})
+		c.timer = timer
+	}
+	return nil
+}
+
+// setExpired switches the file between blocking reads and O_NONBLOCK, and
+// on expiry wakes every reader blocked in read(2). c.mu is held.
+func (c *Conn) setExpired(on bool) {
+	if on != c.expired {
+		c.rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), on) })
+		c.expired = on
+	}
+	if !on {
+		return
+	}
+	// O_NONBLOCK is set before the signal: a read that starts later returns
+	// EAGAIN at once, one asleep is restarted by the signal and then does.
+	pid := unix.Getpid()
+	for tid := range c.waiters {
+		unix.Tgkill(pid, tid, unix.SIGURG)
+	}
+}
+
+// deadlinePassed reports whether the read deadline (blocking mode) is over.
+func (c *Conn) deadlinePassed() bool {
+	d := c.deadline.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
 
 // Read reads one message into buf. It retries the kernel's transient errors
 // (EINTR; ENOENT, a request aborted while being read) and maps the end of
@@ -85,62 +200,151 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t
 func (c *Conn) Read(buf []byte) (int, error) {
 	var n int
 	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
+	read := func(fd uintptr) {
 		for {
 			n, rerr = unix.Read(int(fd), buf)
-			switch rerr {
-			case unix.EINTR, unix.ENOENT:
-				continue
-			case unix.EAGAIN:
-				return false
+			if rerr != unix.EINTR && rerr != unix.ENOENT {
+				return
 			}
-			return true
 		}
-	})
+	}
+	var err error
+	if c.blocking {
+		err = c.readBlocking(read, &rerr)
+	} else {
+		err = c.rc.Read(func(fd uintptr) bool {
+			read(fd)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !c.closed.Load() {
+			// /dev/fuse polls as EPOLLERR once the connection is gone, and
+			// the runtime then fails the next wait with "not pollable"
+			// without reading. Ask the descriptor itself (it says ENODEV).
+			rerr = unix.EAGAIN
+			if cerr := c.rc.Control(read); cerr != nil {
+				return 0, c.pollErr(cerr)
+			}
+			if rerr != unix.EAGAIN {
+				err = nil
+			}
+		}
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return 0, ErrClosed
-		}
-		return 0, err
+		return 0, c.pollErr(err)
 	}
 	switch {
 	case rerr == unix.ENODEV || rerr == unix.ECONNABORTED:
 		return 0, ErrClosed
+	case rerr == unix.ECONNRESET:
+		return 0, ErrClosed // a socketpair peer closed with messages unread
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
-	case n == 0:
+	case n == 0 && c.hungUp():
 		return 0, ErrClosed // a socketpair peer hung up
 	}
-	return n, nil
+	return n, nil // n == 0: an empty message, which the caller drops
+}
+
+// readBlocking runs read, a blocking read(2), on this goroutine's thread
+// until it returns something other than EAGAIN (which means the reader was
+// woken by setExpired), the deadline passes or the Conn is closed.
+func (c *Conn) readBlocking(read func(uintptr), rerr *error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	for {
+		if c.closed.Load() {
+			return ErrClosed
+		}
+		if c.deadlinePassed() {
+			return os.ErrDeadlineExceeded
+		}
+		c.mu.Lock()
+		if c.waiters == nil {
+			c.waiters = make(map[int]int)
+		}
+		c.waiters[tid]++
+		c.mu.Unlock()
+		err := c.rc.Control(read)
+		c.mu.Lock()
+		if c.waiters[tid]--; c.waiters[tid] == 0 {
+			delete(c.waiters, tid)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if *rerr != unix.EAGAIN {
+			return nil
+		}
+		// Woken on purpose; a deadline cleared meanwhile means read again.
+		if !c.deadlinePassed() && !c.closed.Load() {
+			c.mu.Lock()
+			expired := c.expired
+			c.mu.Unlock()
+			if expired {
+				// Expired for a deadline already cleared or moved: wait
+				// for the flag to settle rather than spin.
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+}
+
+// hungUp tells a closed peer from an empty message: on a SOCK_SEQPACKET
+// socket both read as 0 bytes, but only the first polls as hang-up.
+func (c *Conn) hungUp() bool {
+	hup := true
+	c.rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		for {
+			_, err := unix.Poll(p, 0)
+			if err != unix.EINTR {
+				hup = err != nil || p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0
+				return
+			}
+		}
+	})
+	return hup
 }
 
 // Write writes one message made of the given pieces with a single writev.
 // The kernel answers ENOENT when the request was interrupted or aborted
-// meanwhile: callers treat that as success.
+// meanwhile: callers treat that as success. Errors from the descriptor are
+// syscall.Errno values; a closed Conn gives ErrClosed.
+//
+// The write holds a reference on the descriptor (RawConn.Control), so a
+// concurrent Close cannot let it reach a file that reused the number;
+// unlike RawConn.Write it does not serialise writers, which the kernel
+// does not need.
 func (c *Conn) Write(iov [][]byte) error {
-	for {
-		_, err := unix.Writev(c.fd, iov)
-		switch err {
-		case nil:
-			return nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			// Only a socketpair with a full buffer says this; wait for room.
-			var werr error
-			if perr := c.rc.Write(func(fd uintptr) bool {
-				_, werr = unix.Writev(int(fd), iov)
-				return werr != unix.EAGAIN
-			}); perr != nil {
-				return perr
+	var werr error
+	err := c.rc.Control(func(fd uintptr) {
+		for {
+			_, werr = unix.Writev(int(fd), iov)
+			if werr != unix.EINTR {
+				return
 			}
-			if werr == nil {
-				return nil
-			}
-			err = werr
 		}
-		return err.(syscall.Errno)
+	})
+	if err == nil && werr == unix.EAGAIN {
+		// Only a socketpair with a full buffer says this; wait for room.
+		err = c.rc.Write(func(fd uintptr) bool {
+			for {
+				_, werr = unix.Writev(int(fd), iov)
+				if werr != unix.EINTR {
+					return werr != unix.EAGAIN
+				}
+			}
+		})
 	}
+	switch {
+	case err != nil:
+		return c.pollErr(err)
+	case werr != nil:
+		return werr
+	}
+	return nil
 }
 
 // Clone opens /dev/fuse again and attaches it to this connection with

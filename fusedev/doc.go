@@ -9,6 +9,14 @@
 // one method per opcode, then writes exactly one reply per request (none for
 // FORGET, BATCH_FORGET and NOTIFY_REPLY).
 //
+// Each descriptor has one goroutine reading it, which handles the request
+// it read itself: a fast request costs no goroutine switch and no thread
+// wake-up. If a handler takes longer than about a millisecond, a new
+// goroutine takes over the reading, so slow and blocking handlers still run
+// concurrently (up to Options.MaxInflight). On /dev/fuse and /dev/cuse the
+// reads block in read(2), where the kernel wakes one reader per request;
+// see Conn for how blocked readers are woken without unmounting.
+//
 // The kernel is not trusted: every length is checked before it is used, a
 // malformed request is answered with EIO (or dropped when it cannot be
 // answered), a handler that panics answers EIO, and INTERRUPT cancels the

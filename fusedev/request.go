@@ -53,7 +53,6 @@ func (r *request) malformed(err error) error {
 
 func (r *request) serve() {
 	s := r.s
-	defer s.handlers.Done()
 	r.pub = Request{Opcode: r.hdr.Opcode, Unique: r.hdr.Unique, NodeID: r.hdr.NodeID,
 		Caller: Caller{UID: r.hdr.UID, GID: r.hdr.GID, PID: r.hdr.PID}}
 	if len(r.ext) > 0 {
@@ -77,14 +76,19 @@ func (r *request) serve() {
 	}
 	r.reply(errno)
 
+	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
 	s.mu.Lock()
 	delete(s.inflight, r.hdr.Unique)
 	s.mu.Unlock()
-	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
 	s.pool.put(r.dataBuf)
 	s.pool.put(r.buf)
 	<-s.slots
 }
+
+// maxErrno bounds the errnos the kernel accepts in a reply: it refuses a
+// write whose error is at or below -ERESTARTSYS (512) with EINVAL, and the
+// request then never completes.
+const maxErrno = 511
 
 // errnoOf turns a handler's error into the errno the kernel sees.
 func (s *Server) errnoOf(r *request, err error) syscall.Errno {
@@ -93,8 +97,12 @@ func (s *Server) errnoOf(r *request, err error) syscall.Errno {
 	}
 	var e syscall.Errno
 	switch {
-	case errors.As(err, &e):
+	case errors.As(err, &e) && e <= maxErrno:
 		return e
+	case errors.As(err, &e):
+		s.log.WithFields(logrus.Fields{"op": r.hdr.Opcode, "node": r.hdr.NodeID}).WithError(err).
+			Errorf("fuse: handler returned errno %d, which the kernel cannot take; answering EIO", uintptr(e))
+		return syscall.EIO
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, errMalformed):
@@ -198,6 +206,9 @@ func (r *request) run() error {
 		if err != nil {
 			return err
 		}
+		if len(target) >= abi.PathMax {
+			return syscall.ENAMETOOLONG // the kernel reads at most a page
+		}
 		r.data = []byte(target)
 		return nil
 
@@ -297,14 +308,14 @@ func (r *request) run() error {
 		if err := abi.Decode(in, &a); err != nil {
 			return r.malformed(err)
 		}
-		size := int(min(a.Size, max(neg.MaxWrite, neg.MaxRead)))
+		size := int(min(a.Size, maxRead(neg)))
 		data, err := fs.Read(ctx, req, &a, r.dataOf(size))
 		if err != nil {
 			return err
 		}
-		if len(data) > int(a.Size) {
+		if len(data) > size {
 			s.log.WithFields(logrus.Fields{"asked": a.Size, "got": len(data)}).Error("fuse: READ handler returned more than asked; truncated")
-			data = data[:a.Size]
+			data = data[:size]
 		}
 		r.data = data
 		return nil
@@ -496,7 +507,7 @@ func (r *request) run() error {
 		return fs.Bmap(ctx, req, &a, outAs[abi.BmapOut](r))
 
 	case abi.OpDestroy:
-		fs.Destroy()
+		s.destroy()
 		return nil
 
 	case abi.OpIoctl:
@@ -512,7 +523,7 @@ func (r *request) run() error {
 		if err := fs.Ioctl(ctx, req, &a, data[:a.InSize], &out); err != nil {
 			return err
 		}
-		return r.ioctlReply(&a, &out)
+		return r.ioctlReply(&a, &out, maxRead(neg))
 
 	case abi.OpPoll:
 		var a abi.PollIn
@@ -579,9 +590,20 @@ func (r *request) run() error {
 	return syscall.ENOSYS
 }
 
+// maxRead is the largest READ the kernel may send: max_pages pages (its
+// default of 32 without InitMaxPages), or max_read on CUSE. Larger sizes
+// are a malformed request; the handler gets a buffer of at most this.
+func maxRead(neg *Negotiated) uint32 {
+	pages := uint32(neg.MaxPages)
+	if pages == 0 {
+		pages = defaultMaxPages
+	}
+	return max(neg.MaxWrite, neg.MaxRead, pages*pageSize)
+}
+
 // ioctlReply encodes an IOCTL answer: the fixed part, then either the iovec
 // arrays of a retry or the output data.
-func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut) error {
+func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut, limit uint32) error {
 	o := outAs[abi.IoctlOut](r)
 	r.outLen = abi.SizeIoctlOut
 	if out.Retry {
@@ -602,7 +624,7 @@ func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut) error {
 		r.data = buf[:off]
 		return nil
 	}
-	if len(out.Data) > int(in.OutSize) {
+	if len(out.Data) > int(min(in.OutSize, limit)) {
 		return r.malformed(fmt.Errorf("ioctl handler returned %d bytes, out_size %d", len(out.Data), in.OutSize))
 	}
 	*o = abi.IoctlOut{Result: out.Result}

@@ -31,11 +31,15 @@ const DefaultFlags = abi.InitAsyncRead | abi.InitAtomicOTrunc | abi.InitBigWrite
 type Options struct {
 	Logger logrus.FieldLogger // default: a logger that discards
 
-	// Readers is the number of goroutines reading requests, each on its own
-	// cloned /dev/fuse fd where cloning works. Default: GOMAXPROCS, at most 4.
+	// Readers is the number of descriptors read at once, each a cloned
+	// /dev/fuse fd where cloning works (else they share one). Each has one
+	// goroutine reading it, which handles what it reads itself and hands
+	// the reading to a new goroutine when a request takes long, so requests
+	// are still served concurrently. Default: GOMAXPROCS, at most 4.
 	Readers int
-	// MaxWrite is the largest WRITE payload (default and minimum... 1 MiB
-	// default; at least 4 KiB). Reads are limited to it too.
+	// MaxWrite is the largest WRITE payload: default 1 MiB, at least 4 KiB,
+	// rounded up to whole pages (the kernel counts max_pages). Reads are
+	// limited to it too.
 	MaxWrite uint32
 	// MaxReadahead caps the kernel's readahead (default: the kernel's offer).
 	MaxReadahead        uint32
@@ -45,7 +49,8 @@ type Options struct {
 	// Flags are the capabilities asked for (default DefaultFlags).
 	Flags abi.InitFlags
 	// MaxStackDepth is answered with InitPassthrough: how many stacked file
-	// systems a backing file may sit on (default 1).
+	// systems a backing file may sit on (default 1; the kernel accepts 1 or
+	// 2 and silently refuses passthrough otherwise, so more is clamped to 2).
 	MaxStackDepth uint32
 	// MaxMinor caps the protocol minor answered (default abi.KernelMinorVersion).
 	MaxMinor uint32
@@ -109,10 +114,11 @@ type Server struct {
 	conns     []*Conn                // guarded by mu; clones, closed when Serve returns
 	readers   []*readerState         // guarded by mu
 
-	nextNotify atomic.Uint64
-	handlers   sync.WaitGroup
-	served     atomic.Bool
-	wedge      atomic.Bool // test hook: readers stop making progress
+	nextNotify  atomic.Uint64
+	served      atomic.Bool
+	initialised atomic.Bool // FileSystem.Init succeeded: Destroy is owed
+	destroyed   atomic.Bool // FileSystem.Destroy was called
+	wedge       atomic.Bool // test hook: readers stop making progress
 }
 
 // readerState lets the watchdog see whether a reader loop is stuck outside
@@ -134,7 +140,9 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	if opts.MaxWrite == 0 {
 		opts.MaxWrite = 1 << 20
 	}
-	opts.MaxWrite = max(opts.MaxWrite, 4096)
+	opts.MaxWrite = max(opts.MaxWrite, pageSize)
+	opts.MaxWrite = min(opts.MaxWrite, maxMaxWrite)
+	opts.MaxWrite = (opts.MaxWrite + pageSize - 1) &^ (pageSize - 1)
 	if opts.Flags == 0 {
 		opts.Flags = DefaultFlags
 	}
@@ -144,6 +152,7 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	if opts.MaxStackDepth == 0 {
 		opts.MaxStackDepth = 1
 	}
+	opts.MaxStackDepth = min(opts.MaxStackDepth, maxStackDepth)
 	if opts.MaxMinor == 0 || opts.MaxMinor > abi.KernelMinorVersion {
 		opts.MaxMinor = abi.KernelMinorVersion
 	}
@@ -166,6 +175,17 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	}
 }
 
+const (
+	pageSize = 4096
+	// maxMaxWrite keeps max_pages within its 16-bit field.
+	maxMaxWrite = 0xffff * pageSize
+	// maxStackDepth is the kernel's FILESYSTEM_MAX_STACK_DEPTH.
+	maxStackDepth = 2
+	// defaultMaxPages is what the kernel uses without InitMaxPages
+	// (FUSE_DEFAULT_MAX_PAGES_PER_REQ).
+	defaultMaxPages = 32
+)
+
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
@@ -183,7 +203,8 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Stats returns the per-opcode counters.
 func (s *Server) Stats() []OpStats { return s.stats.snapshot() }
 
-// Inflight returns the number of requests being handled.
+// Inflight returns the number of requests read and not yet answered
+// (handled, or waiting for a MaxInflight slot).
 func (s *Server) Inflight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,10 +238,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if !s.served.CompareAndSwap(false, true) {
 		return errors.New("fusedev: Serve called twice")
 	}
-	defer s.fs.Destroy()
+	defer s.destroy()
 	if s.opts.Resume != nil {
 		n := *s.opts.Resume
 		s.neg.Store(&n)
+		if err := s.initFS(ctx); err != nil {
+			return err
+		}
 	} else if err := s.handshake(ctx); err != nil {
 		return err
 	}
@@ -240,20 +264,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.conns = conns[1:]
 	s.mu.Unlock()
 
-	var readers sync.WaitGroup
-	errs := make(chan error, s.opts.Readers)
-	stop := make(chan struct{})
+	lc := &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}
 	for i := 0; i < s.opts.Readers; i++ {
-		c := conns[i%len(conns)]
-		st := &readerState{}
+		sl := &readSlot{c: conns[i%len(conns)], st: &readerState{}}
 		s.mu.Lock()
-		s.readers = append(s.readers, st)
+		s.readers = append(s.readers, sl.st)
 		s.mu.Unlock()
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			errs <- s.readLoop(c, st, stop)
-		}()
+		s.startLoop(sl, lc)
 	}
 	if s.opts.Resume != nil {
 		if err := s.NotifyResend(); err != nil {
@@ -266,39 +283,37 @@ func (s *Server) Serve(ctx context.Context) error {
 		close(s.ready)
 	}
 
-	// Wait for the first reader to end (connection gone) or for ctx.
+	// Wait for a reader to meet the end of the connection, or for ctx.
 	var result error
 	unmounted := false
 	select {
-	case err := <-errs:
-		if err != nil && !errors.Is(err, ErrClosed) {
+	case err := <-lc.errs:
+		if !errors.Is(err, ErrClosed) {
 			result = err
 		}
 		unmounted = true
 	case <-ctx.Done():
 	}
-	close(stop)
+	close(lc.stop)
 	for _, c := range conns {
 		c.SetReadDeadline(time.Now())
 	}
-	readers.Wait()
+	// Readers leave at once; what remains are requests being handled.
+	done := make(chan struct{})
+	go func() { lc.wg.Wait(); close(done) }()
+	if unmounted {
+		s.cancelAll() // nobody can read their replies
+	}
+	select {
+	case <-done:
+	case <-time.After(s.opts.ShutdownGrace):
+		// Graceful stop: requests in flight had their grace; cancel them.
+		s.cancelAll()
+		<-done
+	}
 	for _, c := range conns {
 		c.SetReadDeadline(time.Time{})
 	}
-
-	if !unmounted {
-		// Graceful stop: let requests in flight finish, then cancel them.
-		done := make(chan struct{})
-		go func() { s.handlers.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(s.opts.ShutdownGrace):
-			s.cancelAll()
-		}
-	} else {
-		s.cancelAll()
-	}
-	s.handlers.Wait()
 
 	s.mu.Lock()
 	for _, c := range s.conns {
@@ -310,6 +325,23 @@ func (s *Server) Serve(ctx context.Context) error {
 	return result
 }
 
+// initFS calls FileSystem.Init and records that Destroy is owed.
+func (s *Server) initFS(ctx context.Context) error {
+	if err := s.fs.Init(ctx, s); err != nil {
+		return fmt.Errorf("file system init: %w", err)
+	}
+	s.initialised.Store(true)
+	return nil
+}
+
+// destroy calls FileSystem.Destroy once, if Init succeeded: on FUSE_DESTROY
+// or when Serve returns, whichever comes first.
+func (s *Server) destroy() {
+	if s.initialised.Load() && s.destroyed.CompareAndSwap(false, true) {
+		s.fs.Destroy()
+	}
+}
+
 func (s *Server) cancelAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -318,86 +350,148 @@ func (s *Server) cancelAll() {
 	}
 }
 
-// readLoop reads messages from c and dispatches them until the connection
-// ends or stop is closed.
-func (s *Server) readLoop(c *Conn, st *readerState, stop <-chan struct{}) error {
+// handoffDelay is how long a loop goroutine handles a request itself
+// before it hands its read duty to a new goroutine. Requests that finish
+// sooner (most of them) cost no goroutine and no thread wake-up; slow or
+// blocking ones (SETLKW, POLL, a CUSE read waiting for data) still let the
+// descriptor be read after about this long (timers wake at millisecond
+// granularity when the other threads are idle, so about 1 ms in practice).
+const handoffDelay = 100 * time.Microsecond
+
+// readSlot is the duty of reading one descriptor. Exactly one goroutine
+// holds it at a time (see loop).
+type readSlot struct {
+	c  *Conn
+	st *readerState
+}
+
+// loopCtl is shared by the loop goroutines of one Serve.
+type loopCtl struct {
+	stop chan struct{}  // closed when Serve stops reading
+	errs chan error     // the first read error: the connection is gone
+	wg   sync.WaitGroup // every loop goroutine
+}
+
+func (s *Server) startLoop(sl *readSlot, lc *loopCtl) {
+	lc.wg.Add(1)
+	go s.loop(sl, lc)
+}
+
+// loop holds the read duty of sl: it reads a message and handles it on its
+// own goroutine. If handling takes longer than handoffDelay, a timer passes
+// the read duty to a new loop goroutine and this one ends with its request.
+func (s *Server) loop(sl *readSlot, lc *loopCtl) {
+	defer lc.wg.Done()
+	handedOff := make(chan struct{})
+	timer := time.AfterFunc(time.Hour, func() {
+		// Runs at most once: after it the goroutine below ends. The Add
+		// happens while that goroutine is still counted in wg.
+		select {
+		case <-lc.stop:
+		default:
+			s.startLoop(sl, lc)
+		}
+		close(handedOff)
+	})
+	timer.Stop()
+
 	var bp *[]byte
+	defer func() { s.pool.put(bp) }()
 	for {
+		select {
+		case <-lc.stop:
+			return
+		default:
+		}
 		if bp == nil {
 			bp = s.pool.get(s.bufSize)
 		}
-		st.busySince.Store(0)
-		n, err := c.Read(*bp)
-		st.busySince.Store(time.Now().UnixNano())
+		sl.st.busySince.Store(0)
+		n, err := sl.c.Read(*bp)
+		sl.st.busySince.Store(time.Now().UnixNano())
 		if err != nil {
-			s.pool.put(bp)
 			select {
-			case <-stop:
-				return nil
+			case <-lc.stop:
+				return
 			default:
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue // a deadline from an earlier stop; keep serving
 			}
-			return err
+			select {
+			case lc.errs <- err:
+			default:
+			}
+			return
 		}
 		for s.wedge.Load() {
-			time.Sleep(10 * time.Millisecond)
+			select {
+			case <-lc.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
-		bp = s.dispatch(c, bp, n, stop)
+		var r *request
+		r, bp = s.dispatch(sl.c, bp, n, lc.stop)
+		if r == nil {
+			continue
+		}
+		timer.Reset(handoffDelay)
+		r.serve()
+		if !timer.Stop() {
+			<-handedOff
+			return // a new goroutine reads sl now
+		}
 	}
 }
 
-// dispatch validates one message and starts its handling. It returns the
-// buffer for the next read (nil when the handler took it).
-func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]byte {
+// dispatch validates one message and answers what needs no handler
+// (errors, INTERRUPT, FORGET, NOTIFY_REPLY). Otherwise it returns the request
+// to serve, with its MaxInflight slot taken. It returns the buffer for the
+// next read (nil when the request took it).
+func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) (*request, *[]byte) {
 	msg := (*bp)[:n]
 	var h abi.InHeader
 	if err := abi.Decode(msg, &h); err != nil {
-		if n >= 16 {
-			// The unique is readable: answer so the caller is not left hanging.
-			u := uint64(0)
-			for i := 15; i >= 8; i-- {
-				u = u<<8 | uint64(msg[i])
-			}
-			s.replyError(c, u, syscall.EIO)
-		}
 		s.log.WithField("bytes", n).Error("fuse: dropping message shorter than a request header")
-		return bp
+		if n >= 16 {
+			// Opcode and unique are readable: answer so the caller is not
+			// left hanging (unless the opcode gets no answer).
+			op := abi.Opcode(le32(msg[4:]))
+			s.replyMalformed(c, op, le64(msg[8:]))
+		}
+		return nil, bp
 	}
 	if int(h.Len) != n {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "len": h.Len, "read": n}).Error("fuse: request length disagrees with bytes read")
-		s.replyError(c, h.Unique, syscall.EIO)
-		return bp
+		s.replyMalformed(c, h.Opcode, h.Unique)
+		return nil, bp
 	}
 	payload := msg[abi.SizeInHeader:]
 	ext := int(h.TotalExtlen) * 8
 	if ext > len(payload) {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "extlen": ext}).Error("fuse: extension longer than request")
-		s.replyError(c, h.Unique, syscall.EIO)
-		return bp
+		s.replyMalformed(c, h.Opcode, h.Unique)
+		return nil, bp
 	}
 
 	switch h.Opcode {
 	case abi.OpInterrupt:
 		s.interrupt(c, &h, payload)
-		return bp
+		return nil, bp
 	case abi.OpForget, abi.OpBatchForget:
 		t0 := time.Now()
 		s.forget(&h, payload)
 		s.stats.record(h.Opcode, time.Since(t0), false)
-		return bp
+		return nil, bp
 	case abi.OpNotifyReply:
 		s.notifyReply(&h, payload)
-		return bp
+		return nil, bp
 	}
-
-	// Take a slot; while none is free the kernel keeps requests queued.
-	select {
-	case s.slots <- struct{}{}:
-	case <-stop:
-		s.replyError(c, h.Unique, syscall.EINTR)
-		return bp
+	if h.Unique == 0 {
+		// A reply with unique 0 would be taken for a notification.
+		s.log.WithField("op", h.Opcode).Error("fuse: dropping request with unique 0")
+		return nil, bp
 	}
 
 	r := &request{s: s, conn: c, hdr: h, start: time.Now()}
@@ -414,13 +508,42 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]b
 	r.in = body[:len(body)-ext]
 	r.ext = body[len(body)-ext:]
 
+	// Register before waiting for a slot, so an INTERRUPT that comes
+	// meanwhile finds the request (instead of bouncing with EAGAIN until a
+	// slot frees) and the handler starts with its context cancelled.
 	s.mu.Lock()
 	s.inflight[h.Unique] = r
 	s.mu.Unlock()
-	s.handlers.Add(1)
-	go r.serve()
-	return bp
+
+	// Take a slot; while none is free the kernel keeps requests queued.
+	select {
+	case s.slots <- struct{}{}:
+	case <-stop:
+		s.mu.Lock()
+		delete(s.inflight, h.Unique)
+		s.mu.Unlock()
+		s.replyError(c, h.Unique, syscall.EINTR)
+		s.pool.put(r.buf)
+		return nil, bp
+	}
+	return r, bp
 }
+
+// replyMalformed answers a request that could not be decoded with EIO,
+// unless its opcode gets no reply or its unique is 0 (a reply with unique 0
+// would be read as a notification).
+func (s *Server) replyMalformed(c *Conn, op abi.Opcode, unique uint64) {
+	if op.NoReply() || op == abi.OpInterrupt || unique == 0 {
+		return
+	}
+	s.replyError(c, unique, syscall.EIO)
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
 
 // smallRequest is the size up to which a request is copied out of the read
 // buffer (every request but large WRITE, SETXATTR and IOCTL payloads).
@@ -429,8 +552,7 @@ const smallRequest = 4096
 func (s *Server) interrupt(c *Conn, h *abi.InHeader, payload []byte) {
 	var in abi.InterruptIn
 	if err := abi.Decode(payload, &in); err != nil {
-		s.log.WithError(err).Error("fuse: malformed INTERRUPT")
-		s.replyError(c, h.Unique, syscall.EIO)
+		s.log.WithError(err).Error("fuse: malformed INTERRUPT dropped")
 		return
 	}
 	s.mu.Lock()
