@@ -35,7 +35,11 @@ type Options struct {
 	// /dev/fuse fd where cloning works (else they share one). Each has one
 	// goroutine reading it, which handles what it reads itself and hands
 	// the reading to a new goroutine when a request takes long, so requests
-	// are still served concurrently. Default: GOMAXPROCS, at most 4.
+	// are still served concurrently. Default: one per 4 CPUs (GOMAXPROCS),
+	// 1 to 4: the kernel wakes the reader that slept longest, so on small
+	// machines a second reader only adds cold-thread wake-ups
+	// (docs/BENCHMARKS.md, engine: one reader is about 1.7x faster for one
+	// client on 2 CPUs and as fast for four).
 	Readers int
 	// MaxWrite is the largest WRITE payload: default 1 MiB, at least 4 KiB,
 	// rounded up to whole pages (the kernel counts max_pages). Reads are
@@ -135,7 +139,7 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 		opts.Logger = l
 	}
 	if opts.Readers <= 0 {
-		opts.Readers = min(runtime.GOMAXPROCS(0), 4)
+		opts.Readers = min(max(runtime.GOMAXPROCS(0)/4, 1), 4)
 	}
 	if opts.MaxWrite == 0 {
 		opts.MaxWrite = 1 << 20

@@ -91,7 +91,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 	fs.Func("o", "mount `OPTIONS`, comma-separated (repeatable)", func(s string) error {
 		return parseMountOptions(s, &mf.opts)
 	})
-	fs.IntVar(&mf.readers, "readers", 0, "request reader goroutines, each on its own cloned /dev/fuse fd (default: CPUs, at most 4)")
+	fs.IntVar(&mf.readers, "readers", 0, "request reader goroutines, each on its own cloned /dev/fuse fd (default: one per 4 CPUs, 1 to 4)")
 	pos, code, ok := e.parse(fs, args)
 	if !ok {
 		return code
