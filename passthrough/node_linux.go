@@ -1,0 +1,234 @@
+package passthrough
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// nodeKey identifies a lower inode.
+type nodeKey struct{ dev, ino uint64 }
+
+// node is one lower inode the kernel holds a node id for.
+type node struct {
+	id  uint64
+	key nodeKey
+	fd  int    // O_PATH|O_NOFOLLOW descriptor of the lower inode; -1 once closed
+	typ uint32 // S_IFMT bits
+
+	lookups uint64 // guarded by FS.mu: the kernel's lookup count
+	opens   int    // guarded by FS.mu: handles that use the node
+
+	parent *node  // guarded by FS.treeMu: the directory it was last found in
+	name   string // guarded by FS.treeMu: its name there
+
+	attrTTL atomic.Int64 // nanoseconds the kernel may cache its attributes
+
+	io ioState // regular files: how opens do their I/O; directories: listing cache
+}
+
+// ioState tracks the opens of one inode so that every open gets an I/O mode
+// the kernel accepts (see iomode.c: an inode with passthrough opens refuses
+// non-passthrough ones, an inode with cached opens refuses passthrough).
+type ioState struct {
+	mu          sync.Mutex
+	backing     int32 // guarded by mu: backing id registered for the inode, 0 if none
+	ptOpens     int   // guarded by mu: opens answered with FOPEN_PASSTHROUGH
+	cachedOpens int   // guarded by mu: opens using the kernel page cache
+	stamp       stamp // guarded by mu: the lower file when the page cache was last known good
+	stampOK     bool  // guarded by mu
+}
+
+// stamp is what tells whether a lower file changed.
+type stamp struct {
+	mtime, ctime unix.StatxTimestamp
+	size         uint64
+}
+
+func stampOf(st *unix.Statx_t) stamp {
+	return stamp{mtime: st.Mtime, ctime: st.Ctime, size: st.Size}
+}
+
+func keyOf(st *unix.Statx_t) nodeKey { return nodeKey{dev: devOf(st), ino: st.Ino} }
+
+func devOf(st *unix.Statx_t) uint64 { return unix.Mkdev(st.Dev_major, st.Dev_minor) }
+
+// node returns the node with the kernel's node id.
+func (fs *FS) node(id uint64) (*node, error) {
+	if id == 1 {
+		return fs.root, nil
+	}
+	fs.mu.Lock()
+	n := fs.nodes[id]
+	fs.mu.Unlock()
+	if n == nil {
+		fs.log.WithField("node", id).Debug("request for an unknown node id")
+		return nil, syscall.ESTALE
+	}
+	return n, nil
+}
+
+// adopt returns the node for the lower inode fd refers to (found as name in
+// parent), taking one lookup reference. fd is an O_PATH descriptor that
+// adopt owns: it becomes the node's descriptor, or is closed when the inode
+// already has a node.
+func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
+	key := keyOf(st)
+	fs.mu.Lock()
+	if n := fs.byKey[key]; n != nil {
+		n.lookups++
+		fs.mu.Unlock()
+		unix.Close(fd)
+		fs.rename(n, parent, name)
+		return n
+	}
+	n := &node{id: fs.nextID, key: key, fd: fd, typ: uint32(st.Mode) & unix.S_IFMT,
+		lookups: 1, parent: parent, name: name}
+	fs.nextID++
+	fs.nodes[n.id] = n
+	fs.byKey[key] = n
+	fs.mu.Unlock()
+	return n
+}
+
+// existing returns the node of key with one more lookup reference, or nil.
+func (fs *FS) existing(key nodeKey) *node {
+	fs.mu.Lock()
+	n := fs.byKey[key]
+	if n != nil {
+		n.lookups++
+	}
+	fs.mu.Unlock()
+	return n
+}
+
+// ref takes one more lookup reference on n (LINK of an existing node).
+func (fs *FS) ref(n *node) {
+	fs.mu.Lock()
+	n.lookups++
+	fs.mu.Unlock()
+}
+
+// Forget drops nlookup references; a node forgotten to zero (and not open)
+// closes its descriptor.
+func (fs *FS) Forget(id, nlookup uint64) {
+	if id == 1 {
+		return
+	}
+	fs.mu.Lock()
+	n := fs.nodes[id]
+	if n == nil {
+		fs.mu.Unlock()
+		return
+	}
+	n.lookups -= min(nlookup, n.lookups)
+	fd := fs.dropLocked(n)
+	fs.mu.Unlock()
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// dropLocked removes n from the tables when nothing holds it any more and
+// returns the descriptor to close (or -1). fs.mu must be held.
+func (fs *FS) dropLocked(n *node) int {
+	if n.lookups > 0 || n.opens > 0 || n == fs.root {
+		return -1
+	}
+	delete(fs.nodes, n.id)
+	if fs.byKey[n.key] == n {
+		delete(fs.byKey, n.key)
+	}
+	fd := n.fd
+	n.fd = -1
+	return fd
+}
+
+// openRef notes one more handle using n.
+func (fs *FS) openRef(n *node) {
+	fs.mu.Lock()
+	n.opens++
+	fs.mu.Unlock()
+}
+
+// openUnref notes a handle of n closed.
+func (fs *FS) openUnref(n *node) {
+	fs.mu.Lock()
+	n.opens--
+	fd := fs.dropLocked(n)
+	fs.mu.Unlock()
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// rename records that n is now called name in parent.
+func (fs *FS) rename(n *node, parent *node, name string) {
+	if n == fs.root {
+		return
+	}
+	fs.treeMu.RLock()
+	same := n.parent == parent && n.name == name
+	fs.treeMu.RUnlock()
+	if same {
+		return
+	}
+	fs.treeMu.Lock()
+	n.parent, n.name = parent, name
+	fs.treeMu.Unlock()
+}
+
+// pathOf returns the path of name in n (of n itself when name is empty),
+// relative to the lower root and starting with "/". Nodes whose name was
+// removed keep their last path.
+func (fs *FS) pathOf(n *node, name string) string {
+	var parts [64]string
+	names := parts[:0]
+	if name != "" {
+		names = append(names, name)
+	}
+	fs.treeMu.RLock()
+	for p := n; p != nil && p != fs.root; p = p.parent {
+		names = append(names, p.name)
+		if len(names) > 4096 {
+			break // a cycle would be a bug; never loop forever
+		}
+	}
+	fs.treeMu.RUnlock()
+	if len(names) == 0 {
+		return "/"
+	}
+	size := 0
+	for _, s := range names {
+		size += 1 + len(s)
+	}
+	b := make([]byte, 0, size)
+	for i := len(names) - 1; i >= 0; i-- {
+		b = append(b, '/')
+		b = append(b, names[i]...)
+	}
+	return string(b)
+}
+
+// procPath returns /proc/self/fd/N for a descriptor: the way to reach an
+// O_PATH descriptor's inode with calls that take only a path (open,
+// truncate, xattrs, link). The magic link resolves to the inode itself,
+// never through the lower tree.
+func procPath(fd int) string {
+	var b [32]byte
+	p := append(b[:0], "/proc/self/fd/"...)
+	p = strconv.AppendInt(p, int64(fd), 10)
+	return string(p)
+}
+
+// ttl splits a duration into the seconds and nanoseconds of a reply.
+func ttl(d time.Duration) (uint64, uint32) {
+	if d <= 0 {
+		return 0, 0
+	}
+	return uint64(d / time.Second), uint32(d % time.Second)
+}
