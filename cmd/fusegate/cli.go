@@ -50,13 +50,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := args[0]
 	switch name {
 	case "-h", "--help", "help":
-		if len(args) > 1 {
-			if c, ok := commands[args[1]]; ok {
-				return c.run(ctx, e, []string{"--help"})
-			}
+		switch {
+		case len(args) == 1:
+			usage(stdout)
+			return exitOK
+		case len(args) > 2:
+			fmt.Fprintf(stderr, "fusegate help: want at most one COMMAND, got %q\n", args[1:])
+			return exitUsage
 		}
-		usage(stdout)
-		return exitOK
+		c, ok := commands[args[1]]
+		if !ok {
+			fmt.Fprintf(stderr, "fusegate: unknown command %q\n\n", args[1])
+			usage(stderr)
+			return exitUsage
+		}
+		return c.run(ctx, e, []string{"--help"})
 	case "--version", "-version":
 		name = "version"
 	}
@@ -97,7 +105,7 @@ func (e *env) flagSet(name, synopsis, description string) *flag.FlagSet {
 	fs.StringVar(&e.logFormat, "log-format", "text", "log format: text or json")
 	fs.Usage = func() {
 		out := fs.Output()
-		fmt.Fprintf(out, "Usage: fusegate %s %s\n\n%s\n\nOptions:\n", name, synopsis, strings.TrimSpace(description))
+		fmt.Fprintf(out, "Usage: %s\n\n%s\n\nOptions:\n", strings.TrimSpace("fusegate "+name+" "+synopsis), strings.TrimSpace(description))
 		fs.PrintDefaults()
 	}
 	return fs

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/passthrough"
@@ -149,7 +154,7 @@ func parseMountOptions(list string, m *fusedev.MountOptions) error {
 // clearStale unmounts a FUSE mount at mountpoint whose server is gone. It
 // refuses to touch a mount that is served.
 func clearStale(e *env, mountpoint string) error {
-	state, err := fusedev.Probe(mountpoint, 2*time.Second)
+	state, err := probeMount(mountpoint, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -164,5 +169,40 @@ func clearStale(e *env, mountpoint string) error {
 		return nil
 	default:
 		return fmt.Errorf("%s is already a FUSE mount (%s); unmount it first with 'fusegate umount %s'", mountpoint, state, mountpoint)
+	}
+}
+
+// signalName names sig as in kill(1) ("SIGTERM"); a number (as in JSON
+// logs) would need a table to read.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok && unix.SignalName(s) != "" {
+		return unix.SignalName(s)
+	}
+	return sig.String()
+}
+
+// probeMount reports whether the FUSE mount at mountpoint is served. It
+// asks with statfs(2), which the kernel always sends to the server: stat(2)
+// can be answered from the attribute cache long after the server died. It
+// asks from a goroutine and gives up after timeout, so a wedged server
+// cannot hang the caller. The caller must not serve that mount itself.
+func probeMount(mountpoint string, timeout time.Duration) (fusedev.MountState, error) {
+	_, ok, err := fusedev.FindMount(mountpoint)
+	if err != nil || !ok {
+		return fusedev.NotMounted, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		done <- unix.Statfs(mountpoint, &st)
+	}()
+	select {
+	case err := <-done:
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			return fusedev.Stale, nil
+		}
+		return fusedev.Live, nil // answered, even if with another error
+	case <-time.After(timeout):
+		return fusedev.Unresponsive, nil
 	}
 }

@@ -236,12 +236,12 @@ func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, 
 				continue
 			}
 			if premounted {
-				e.log.WithField("signal", sig).Info("stopping; the mount stays until its owner unmounts it")
+				e.log.WithField("signal", signalName(sig)).Info("stopping; the mount stays until its owner unmounts it")
 				stop()
 				<-servedCh
 				return exitOK
 			}
-			e.log.WithField("signal", sig).Info("unmounting")
+			e.log.WithField("signal", signalName(sig)).Info("unmounting")
 			if err := fusedev.Unmount(mountpoint, fusedev.UnmountOptions{}); err != nil {
 				if !errors.Is(err, syscall.EBUSY) {
 					e.log.WithError(err).Error("unmount failed")

@@ -1,0 +1,213 @@
+package harness
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fusegate/fusegate/fusedev"
+)
+
+// MountEntry is one line of /proc/self/mountinfo.
+type MountEntry struct {
+	ID           int
+	Mountpoint   string
+	FSType       string // "fuse", "fuse.<subtype>", "tmpfs", ...
+	Source       string
+	Options      string // per-mount options: "ro,nosuid,nodev,relatime"
+	SuperOptions string // super block options: "rw,user_id=0,group_id=0"
+}
+
+// Option returns the value of a per-mount or super block option ("" for a
+// flag such as "nosuid") and whether it is set.
+func (m MountEntry) Option(name string) (string, bool) {
+	for _, list := range []string{m.Options, m.SuperOptions} {
+		for _, o := range strings.Split(list, ",") {
+			k, v, _ := strings.Cut(o, "=")
+			if k == name {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// MountsAt returns every mount at mp, of any type, in mountinfo order (the
+// last one is on top). Nothing left at mp means an empty result.
+func MountsAt(t testing.TB, mp string) []MountEntry {
+	t.Helper()
+	abs, err := filepath.Abs(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []MountEntry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" && i >= 6 {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || len(fields) < sep+4 || unescape(fields[4]) != abs {
+			continue
+		}
+		id, _ := strconv.Atoi(fields[0])
+		out = append(out, MountEntry{ID: id, Mountpoint: abs, Options: fields[5],
+			FSType: fields[sep+1], Source: unescape(fields[sep+2]), SuperOptions: fields[sep+3]})
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Mounted reports whether a FUSE file system is mounted at mp, from
+// /proc/self/mountinfo alone (fusedev.FindMount): it never touches the mount.
+func Mounted(t testing.TB, mp string) bool {
+	t.Helper()
+	_, ok, err := fusedev.FindMount(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// WaitMounted waits up to timeout until a FUSE mount at mp is listed in
+// /proc/self/mountinfo and answers statfs(2) and stat(2) from a child
+// running as cred (without allow_other only the mounting user gets
+// answers). A stale mount (ENOTCONN) does not count. Prefer
+// Daemon.WaitMounted, which also stops waiting when the daemon dies.
+func WaitMounted(t testing.TB, mp string, cred Cred, timeout time.Duration) fusedev.MountInfo {
+	t.Helper()
+	return waitMounted(t, mp, cred, timeout, nil)
+}
+
+func waitMounted(t testing.TB, mp string, cred Cred, timeout time.Duration, d *Daemon) fusedev.MountInfo {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	c := NewCaller(t, cred)
+	last := "not in /proc/self/mountinfo"
+	for {
+		if d != nil && d.Exited() {
+			t.Fatalf("fusegate exited (%v) before %s was mounted; output:\n%s", d.state, mp, d.Logs())
+		}
+		info, ok, err := fusedev.FindMount(mp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			// statfs always reaches the server: a stale mount's root may
+			// still stat fine from the attribute cache.
+			_, err := c.Statfs(mp)
+			if err == nil {
+				_, err = c.Stat(mp)
+			}
+			if err == nil {
+				return info
+			}
+			last = "as " + cred.String() + ": " + err.Error()
+			if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+				t.Fatalf("%s is mounted but %s", mp, last)
+			}
+		}
+		if time.Now().After(deadline) {
+			logs := ""
+			if d != nil {
+				logs = "; fusegate output:\n" + d.Logs()
+			}
+			t.Fatalf("%s not live within %v: %s%s", mp, timeout, last, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitUnmounted waits up to timeout until no FUSE mount is listed at mp.
+func WaitUnmounted(t testing.TB, mp string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for Mounted(t, mp) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still mounted after %v: %+v", mp, timeout, MountsAt(t, mp))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CleanupMount makes sure no FUSE mount is left at mp when the test ends,
+// detaching any (lazy unmount). Daemon does it for its Mountpoints; use
+// this for mounts made some other way.
+func CleanupMount(t testing.TB, mp string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if _, ok, _ := fusedev.FindMount(mp); ok {
+			if err := fusedev.Unmount(mp, fusedev.UnmountOptions{Lazy: true}); err != nil {
+				t.Errorf("harness: cannot detach the leftover mount %s: %v", mp, err)
+			}
+		}
+	})
+}
+
+// UserDir returns a new empty directory owned by cred, mode 0755, that cred
+// can reach (t.TempDir's directories are private to root). It is removed at
+// the end of the test. Create it before the daemon that mounts on it.
+func UserDir(t testing.TB, cred Cred) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	dir, err := os.MkdirTemp("", "fusegate-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("harness: remove %s: %v", dir, err)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, int(cred.UID), int(cred.GID)); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			Missing(t, FeatureRoot, "giving %s to %v needs root", dir, cred)
+		}
+		t.Fatal(err)
+	}
+	return dir
+}
