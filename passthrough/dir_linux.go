@@ -38,15 +38,16 @@ func (d *dirStream) free() {
 // Opendir opens a directory as the caller. Listings are cached by the
 // kernel, and kept across opens while the directory did not change.
 func (fs *FS) Opendir(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out *abi.OpenOut) error {
-	n, err := fs.node(r.NodeID)
+	n, nfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
-	fd, err := openRetry(procPath(n.fd), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := fs.openat(unix.AT_FDCWD, procPath(nfd), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	fs.done(as)
 	if err != nil {
 		return err
@@ -174,7 +175,7 @@ func (fs *FS) readdir(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, o
 				return nil
 			}
 			if name != "." && name != ".." {
-				if err := fs.lookup(ctx, &r.Caller, h.n, name, e, false); err != nil {
+				if err := fs.lookup(ctx, &r.Caller, h.n, h.fd, name, e, false); err != nil {
 					*e = abi.EntryOut{}
 				}
 			}

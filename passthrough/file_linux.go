@@ -85,17 +85,34 @@ func openRetry(path string, flags int, mode uint32) (int, error) {
 	}
 }
 
+// openat opens for a handle; when the daemon is out of descriptors it
+// closes cached node descriptors and tries once more.
+func (fs *FS) openat(dirfd int, path string, flags int, mode uint32) (int, error) {
+	for try := 0; ; try++ {
+		fd, err := unix.Openat(dirfd, path, flags, mode)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case (err == unix.EMFILE || err == unix.ENFILE) && try == 0:
+			fs.fdc.shrink(fs)
+			continue
+		}
+		return fd, err
+	}
+}
+
 // Open opens a regular file as the caller and chooses its I/O mode.
 func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out *abi.OpenOut) error {
-	n, err := fs.node(r.NodeID)
+	n, nfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
-	fd, err := openRetry(procPath(n.fd), openFlags(in.Flags), 0)
+	fd, err := fs.openat(unix.AT_FDCWD, procPath(nfd), openFlags(in.Flags), 0)
 	fs.done(as)
 	if err != nil {
 		return err
@@ -108,10 +125,11 @@ func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out 
 
 // Create creates and opens a regular file as the caller.
 func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, name string, entry *abi.EntryOut, out *abi.OpenOut) error {
-	p, err := fs.node(r.NodeID)
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(p)
 	if err := validName(name); err != nil {
 		return err
 	}
@@ -122,7 +140,7 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 	// looked it up is not followed out of the tree.
 	flags := int(in.Flags)&^(unix.O_NOCTTY|unix.O_DIRECT) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	as := fs.become(&r.Caller)
-	fd, err := unix.Openat(p.fd, name, flags, in.Mode&07777)
+	fd, err := fs.openat(pfd, name, flags, in.Mode&07777)
 	fs.done(as)
 	if err != nil {
 		return err
@@ -132,16 +150,17 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 
 // Tmpfile creates an unnamed file in the directory (O_TMPFILE) as the caller.
 func (fs *FS) Tmpfile(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, entry *abi.EntryOut, out *abi.OpenOut) error {
-	p, err := fs.node(r.NodeID)
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(p)
 	if err := fs.gate(ctx, r, p, ""); err != nil {
 		return err
 	}
 	flags := int(in.Flags)&^(unix.O_CREAT|unix.O_NOCTTY|unix.O_DIRECT|unix.O_NOFOLLOW) | unix.O_TMPFILE | unix.O_CLOEXEC
 	as := fs.become(&r.Caller)
-	fd, err := unix.Openat(p.fd, ".", flags, in.Mode&07777)
+	fd, err := fs.openat(pfd, ".", flags, in.Mode&07777)
 	fs.done(as)
 	if err != nil {
 		return err
@@ -189,7 +208,7 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 			if io.backing == 0 {
 				srv := fs.srv.Load()
 				if srv != nil {
-					id, err := srv.Conn().BackingOpen(n.fd)
+					id, err := srv.Conn().BackingOpen(h.fd)
 					if err != nil {
 						io.mu.Unlock()
 						fs.backingFailed(err, func() string { return fs.pathOf(n, "") })

@@ -47,6 +47,7 @@ type FS struct {
 	handles map[uint64]*handle // guarded by hmu
 	nextFh  uint64             // guarded by hmu
 
+	fdc    fdCache
 	groups groupCache
 	stats  counters
 }
@@ -91,10 +92,16 @@ func New(source string, opts Options) (*FS, error) {
 		handles: make(map[uint64]*handle),
 		nextFh:  1,
 	}
-	fs.root = &node{id: 1, key: keyOf(&st), fd: fd, typ: unix.S_IFDIR, lookups: 1 << 62}
+	fs.root = &node{id: 1, key: keyOf(&st), btime: btimeOf(&st), fd: fd, typ: unix.S_IFDIR, lookups: 1 << 62}
 	fs.root.attrTTL.Store(int64(opts.timeout(opts.AttrTimeout)))
 	fs.nodes[1] = fs.root
 	fs.byKey[fs.root.key] = fs.root
+	fs.fdc.init(maxDescriptors(opts.MaxDescriptors))
+	if _, mnt, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil {
+		if mfd, err := unix.Open(source, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			fs.fdc.addMount(mnt, mfd)
+		}
+	}
 	fs.creds.init()
 	fs.groups.init()
 	if opts.Passthrough == PassthroughOff {
@@ -172,14 +179,9 @@ func (fs *FS) Destroy() {
 	}
 	fs.hmu.Unlock()
 	fs.mu.Lock()
-	for id, n := range fs.nodes {
-		if n.fd >= 0 {
-			unix.Close(n.fd)
-			n.fd = -1
-		}
-		delete(fs.nodes, id)
-		delete(fs.byKey, n.key)
-	}
+	fs.fdc.closeAll(fs.nodes)
+	clear(fs.nodes)
+	clear(fs.byKey)
 	fs.mu.Unlock()
 	if fs.syncFd >= 0 {
 		unix.Close(fs.syncFd)
@@ -203,6 +205,10 @@ type Stats struct {
 	DaemonOpens uint64 `json:"daemon_opens"` // opens whose I/O the daemon serves
 	Passthrough bool   `json:"passthrough"`  // kernel passthrough in use
 	Fallback    string `json:"fallback,omitempty"`
+	NodeFds     int    `json:"node_fds"`  // evictable node descriptors open now
+	MaxNodeFds  int    `json:"max_node_fds"`
+	Reopens     uint64 `json:"reopens"`   // node descriptors reopened from a file handle
+	Evictions   uint64 `json:"evictions"` // node descriptors closed to stay under the bound
 }
 
 // Stats returns the FS's counters.
@@ -213,7 +219,11 @@ func (fs *FS) Stats() Stats {
 	fs.hmu.RLock()
 	handles := len(fs.handles)
 	fs.hmu.RUnlock()
+	fs.fdc.mu.Lock()
+	nfds, maxfds, reopens, evictions := fs.fdc.count, fs.fdc.max, fs.fdc.reopens, fs.fdc.evictions
+	fs.fdc.mu.Unlock()
 	return Stats{
+		NodeFds: nfds, MaxNodeFds: maxfds, Reopens: reopens, Evictions: evictions,
 		Nodes: nodes, Handles: handles,
 		BackingIDs:  fs.stats.backingIDs.Load(),
 		BackingOpen: fs.stats.backingOpen.Load(),
@@ -321,4 +331,17 @@ func hasCapSysAdmin() bool {
 		}
 	}
 	return false
+}
+
+// maxDescriptors is the bound of the node descriptor cache: the option, or
+// three quarters of RLIMIT_NOFILE, leaving the rest to open files.
+func maxDescriptors(opt int) int {
+	if opt > 0 {
+		return opt
+	}
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Cur < 1024 {
+		return 512
+	}
+	return int(min(lim.Cur, 1<<22)) * 3 / 4
 }

@@ -13,15 +13,25 @@ import (
 // nodeKey identifies a lower inode.
 type nodeKey struct{ dev, ino uint64 }
 
-// node is one lower inode the kernel holds a node id for.
+// node is one lower inode the kernel holds a node id for. Its identity is
+// its key and a file handle (name_to_handle_at); an O_PATH descriptor of it
+// is kept in a bounded cache (fdCache) and reopened from the handle when
+// needed again, so the kernel may hold many more nodes than the daemon may
+// hold descriptors.
 type node struct {
-	id  uint64
-	key nodeKey
-	fd  int    // O_PATH|O_NOFOLLOW descriptor of the lower inode; -1 once closed
-	typ uint32 // S_IFMT bits
-
+	id    uint64
+	key   nodeKey
+	typ   uint32                // S_IFMT bits
+	btime unix.StatxTimestamp   // birth time, to tell a reused inode number (zero when unknown)
+	fh    *unix.FileHandle      // nil: no handle; the descriptor is never evicted
+	mnt   int                   // mount id of fh
 	lookups uint64 // guarded by FS.mu: the kernel's lookup count
 	opens   int    // guarded by FS.mu: handles that use the node
+
+	fd         int   // guarded by fdCache.mu: O_PATH|O_NOFOLLOW descriptor, -1 when not open
+	pins       int   // guarded by fdCache.mu: operations using fd now
+	dead       bool  // guarded by fdCache.mu: forgotten; close fd once unpinned
+	prev, next *node // guarded by fdCache.mu: LRU list of evictable descriptors
 
 	parent *node  // guarded by FS.treeMu: the directory it was last found in
 	name   string // guarded by FS.treeMu: its name there
@@ -57,6 +67,13 @@ func keyOf(st *unix.Statx_t) nodeKey { return nodeKey{dev: devOf(st), ino: st.In
 
 func devOf(st *unix.Statx_t) uint64 { return unix.Mkdev(st.Dev_major, st.Dev_minor) }
 
+func btimeOf(st *unix.Statx_t) unix.StatxTimestamp {
+	if st.Mask&unix.STATX_BTIME == 0 {
+		return unix.StatxTimestamp{}
+	}
+	return st.Btime
+}
+
 // node returns the node with the kernel's node id.
 func (fs *FS) node(id uint64) (*node, error) {
 	if id == 1 {
@@ -72,38 +89,94 @@ func (fs *FS) node(id uint64) (*node, error) {
 	return n, nil
 }
 
+// get returns the node with the kernel's node id and a descriptor of it,
+// pinned until put(n). It must be called with the daemon's own identity
+// (reopening from a file handle needs CAP_DAC_READ_SEARCH).
+func (fs *FS) get(id uint64) (*node, int, error) {
+	n, err := fs.node(id)
+	if err != nil {
+		return nil, -1, err
+	}
+	fd, err := fs.pin(n)
+	if err != nil {
+		return nil, -1, err
+	}
+	return n, fd, nil
+}
+
+// put unpins the descriptor get or pin returned.
+func (fs *FS) put(n *node) { fs.unpin(n) }
+
 // adopt returns the node for the lower inode fd refers to (found as name in
 // parent), taking one lookup reference. fd is an O_PATH descriptor that
 // adopt owns: it becomes the node's descriptor, or is closed when the inode
 // already has a node.
 func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 	key := keyOf(st)
-	fs.mu.Lock()
-	if n := fs.byKey[key]; n != nil {
-		n.lookups++
-		fs.mu.Unlock()
+	if n := fs.existing(key, st); n != nil {
 		unix.Close(fd)
 		fs.rename(n, parent, name)
 		return n
 	}
-	n := &node{id: fs.nextID, key: key, fd: fd, typ: uint32(st.Mode) & unix.S_IFMT,
+	n := &node{key: key, typ: uint32(st.Mode) & unix.S_IFMT, btime: btimeOf(st), fd: -1,
 		lookups: 1, parent: parent, name: name}
+	fs.handleOf(n, fd)
+	fs.mu.Lock()
+	if old := fs.byKey[key]; old != nil && old.btime == n.btime {
+		// Found by a concurrent lookup meanwhile.
+		old.lookups++
+		fs.mu.Unlock()
+		unix.Close(fd)
+		fs.rename(old, parent, name)
+		return old
+	}
+	n.id = fs.nextID
 	fs.nextID++
 	fs.nodes[n.id] = n
 	fs.byKey[key] = n
 	fs.mu.Unlock()
+	fs.fdc.insert(fs, n, fd)
 	return n
 }
 
 // existing returns the node of key with one more lookup reference, or nil.
-func (fs *FS) existing(key nodeKey) *node {
+// A node whose inode number was reused by a new inode (its birth time
+// differs) is no longer found by key.
+func (fs *FS) existing(key nodeKey, st *unix.Statx_t) *node {
+	bt := btimeOf(st)
 	fs.mu.Lock()
+	defer fs.mu.Unlock()
 	n := fs.byKey[key]
-	if n != nil {
-		n.lookups++
+	if n == nil {
+		return nil
 	}
-	fs.mu.Unlock()
+	if n.btime != bt {
+		delete(fs.byKey, key)
+		return nil
+	}
+	n.lookups++
 	return n
+}
+
+// handleOf gives n its file handle, or makes its descriptor permanent when
+// the lower file system has no handles (or the mount has no descriptor to
+// open them against).
+func (fs *FS) handleOf(n *node, fd int) {
+	h, mnt, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return
+	}
+	if !fs.fdc.hasMount(mnt) {
+		if n.typ != unix.S_IFDIR {
+			return
+		}
+		mfd, err := openRetry(procPath(fd), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		fs.fdc.addMount(mnt, mfd)
+	}
+	n.fh, n.mnt = &h, mnt
 }
 
 // ref takes one more lookup reference on n (LINK of an existing node).
@@ -114,7 +187,7 @@ func (fs *FS) ref(n *node) {
 }
 
 // Forget drops nlookup references; a node forgotten to zero (and not open)
-// closes its descriptor.
+// leaves the tables and closes its descriptor.
 func (fs *FS) Forget(id, nlookup uint64) {
 	if id == 1 {
 		return
@@ -126,26 +199,24 @@ func (fs *FS) Forget(id, nlookup uint64) {
 		return
 	}
 	n.lookups -= min(nlookup, n.lookups)
-	fd := fs.dropLocked(n)
+	drop := fs.dropLocked(n)
 	fs.mu.Unlock()
-	if fd >= 0 {
-		unix.Close(fd)
+	if drop {
+		fs.fdc.kill(n)
 	}
 }
 
 // dropLocked removes n from the tables when nothing holds it any more and
-// returns the descriptor to close (or -1). fs.mu must be held.
-func (fs *FS) dropLocked(n *node) int {
+// reports whether it did. fs.mu must be held.
+func (fs *FS) dropLocked(n *node) bool {
 	if n.lookups > 0 || n.opens > 0 || n == fs.root {
-		return -1
+		return false
 	}
 	delete(fs.nodes, n.id)
 	if fs.byKey[n.key] == n {
 		delete(fs.byKey, n.key)
 	}
-	fd := n.fd
-	n.fd = -1
-	return fd
+	return true
 }
 
 // openRef notes one more handle using n.
@@ -159,10 +230,10 @@ func (fs *FS) openRef(n *node) {
 func (fs *FS) openUnref(n *node) {
 	fs.mu.Lock()
 	n.opens--
-	fd := fs.dropLocked(n)
+	drop := fs.dropLocked(n)
 	fs.mu.Unlock()
-	if fd >= 0 {
-		unix.Close(fd)
+	if drop {
+		fs.fdc.kill(n)
 	}
 }
 

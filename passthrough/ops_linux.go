@@ -13,10 +13,11 @@ import (
 
 // Lookup finds name in the directory r.NodeID.
 func (fs *FS) Lookup(ctx context.Context, r *fusedev.Request, name string, out *abi.EntryOut) error {
-	p, err := fs.node(r.NodeID)
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(p)
 	if err := fs.gate(ctx, r, p, name); err != nil {
 		return err
 	}
@@ -31,8 +32,13 @@ func (fs *FS) Lookup(ctx context.Context, r *fusedev.Request, name string, out *
 			}
 			fs.treeMu.RUnlock()
 		}
+		fd, err := fs.pin(n)
+		if err != nil {
+			return err
+		}
+		defer fs.put(n)
 		var st unix.Statx_t
-		if err := statxFd(n.fd, &st); err != nil {
+		if err := statxFd(fd, &st); err != nil {
 			return err
 		}
 		fs.ref(n)
@@ -43,7 +49,7 @@ func (fs *FS) Lookup(ctx context.Context, r *fusedev.Request, name string, out *
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = fs.lookup(ctx, &r.Caller, p, name, out, true)
+	err = fs.lookup(ctx, &r.Caller, p, pfd, name, out, true)
 	fs.done(as)
 	return err
 }
@@ -51,9 +57,9 @@ func (fs *FS) Lookup(ctx context.Context, r *fusedev.Request, name string, out *
 // lookup resolves name in p without following a symlink and fills out,
 // taking one lookup reference. A missing name answers a negative entry
 // when negative caching is on (negative), else ENOENT.
-func (fs *FS) lookup(ctx context.Context, c *fusedev.Caller, p *node, name string, out *abi.EntryOut, negative bool) error {
+func (fs *FS) lookup(ctx context.Context, c *fusedev.Caller, p *node, pfd int, name string, out *abi.EntryOut, negative bool) error {
 	var st unix.Statx_t
-	if err := statxAt(p.fd, name, &st); err != nil {
+	if err := statxAt(pfd, name, &st); err != nil {
 		if err == unix.ENOENT && negative {
 			t := fs.timeouts(ctx, c, p, name, nil)
 			if t.Entry > 0 {
@@ -64,7 +70,7 @@ func (fs *FS) lookup(ctx context.Context, c *fusedev.Caller, p *node, name strin
 		}
 		return err
 	}
-	n, err := fs.find(p, name, &st)
+	n, err := fs.find(p, pfd, name, &st)
 	if err != nil {
 		return err
 	}
@@ -75,16 +81,16 @@ func (fs *FS) lookup(ctx context.Context, c *fusedev.Caller, p *node, name strin
 // find returns the node of the lower inode st (found as name in p) with one
 // more lookup reference, opening a descriptor for an inode new to the table.
 // st is updated when name turned out to refer to another inode meanwhile.
-func (fs *FS) find(p *node, name string, st *unix.Statx_t) (*node, error) {
+func (fs *FS) find(p *node, pfd int, name string, st *unix.Statx_t) (*node, error) {
 	if self := fs.selfDev.Load(); self != 0 && devOf(st) == self {
 		fs.log.WithField("path", fs.pathOf(p, name)).Warn("the lower tree contains this file system's own mount point; refusing to enter it")
 		return nil, syscall.ELOOP
 	}
-	if n := fs.existing(keyOf(st)); n != nil {
+	if n := fs.existing(keyOf(st), st); n != nil {
 		fs.rename(n, p, name)
 		return n, nil
 	}
-	fd, err := openPath(p.fd, name)
+	fd, err := openPath(pfd, name)
 	if err != nil {
 		return nil, err
 	}
@@ -112,8 +118,8 @@ func openPath(dirfd int, name string) (int, error) {
 
 // entryOf answers the entry of name, just created in p (or, for O_TMPFILE
 // and CREATE, the inode fd refers to when fd >= 0).
-func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, name string, out *abi.EntryOut) (*node, error) {
-	fd, err := openPath(p.fd, name)
+func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, pfd int, name string, out *abi.EntryOut) (*node, error) {
+	fd, err := openPath(pfd, name)
 	if err != nil {
 		return nil, err
 	}
@@ -129,15 +135,16 @@ func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, name stri
 
 // Getattr answers the attributes of a node.
 func (fs *FS) Getattr(ctx context.Context, r *fusedev.Request, in *abi.GetattrIn, out *abi.AttrOut) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	var st unix.Statx_t
-	if err := statxFd(n.fd, &st); err != nil {
+	if err := statxFd(fd, &st); err != nil {
 		return err
 	}
 	fs.fillAttrOut(n, &st, out)
@@ -147,16 +154,17 @@ func (fs *FS) Getattr(ctx context.Context, r *fusedev.Request, in *abi.GetattrIn
 // Statx answers FUSE_STATX (sent for fields beyond the basic stats, such
 // as the birth time).
 func (fs *FS) Statx(ctx context.Context, r *fusedev.Request, in *abi.StatxIn, out *abi.StatxOut) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	var st unix.Statx_t
 	mask := int(in.SxMask) | statxMask
-	if err := unix.Statx(n.fd, "", statxFlags|unix.AT_EMPTY_PATH, mask, &st); err != nil {
+	if err := unix.Statx(fd, "", statxFlags|unix.AT_EMPTY_PATH, mask, &st); err != nil {
 		return err
 	}
 	out.AttrValid, out.AttrValidNsec = ttl(nodeTTL(n))
@@ -182,10 +190,11 @@ func (fs *FS) Statx(ctx context.Context, r *fusedev.Request, in *abi.StatxIn, ou
 
 // Setattr changes mode, owner, size and times, in that order, as the caller.
 func (fs *FS) Setattr(ctx context.Context, r *fusedev.Request, in *abi.SetattrIn, out *abi.AttrOut) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
@@ -194,31 +203,31 @@ func (fs *FS) Setattr(ctx context.Context, r *fusedev.Request, in *abi.SetattrIn
 		h = fs.handle(in.Fh)
 	}
 	as := fs.become(&r.Caller)
-	err = fs.setattr(n, h, in)
+	err = fs.setattr(n, fd, h, in)
 	fs.done(as)
 	if err != nil {
 		return err
 	}
 	var st unix.Statx_t
-	if err := statxFd(n.fd, &st); err != nil {
+	if err := statxFd(fd, &st); err != nil {
 		return err
 	}
 	fs.fillAttrOut(n, &st, out)
 	return nil
 }
 
-func (fs *FS) setattr(n *node, h *handle, in *abi.SetattrIn) error {
+func (fs *FS) setattr(n *node, fd int, h *handle, in *abi.SetattrIn) error {
 	v := in.Valid
 	if v&abi.FattrMode != 0 {
 		mode := in.Mode & 07777
-		if err := fchmod(n.fd, mode); err != nil {
-			if err != unix.EPERM || !fs.killOnly(n, mode) {
+		if err := fchmod(fd, mode); err != nil {
+			if err != unix.EPERM || !fs.killOnly(fd, mode) {
 				return err
 			}
 			// The kernel clears set-id bits when a writer lacking
 			// CAP_FSETID writes, with the writer's identity: that
 			// is allowed to anyone who may write the file.
-			if err := fs.asDaemon(func() error { return fchmod(n.fd, mode) }); err != nil {
+			if err := fs.asDaemon(func() error { return fchmod(fd, mode) }); err != nil {
 				return err
 			}
 		}
@@ -231,7 +240,7 @@ func (fs *FS) setattr(n *node, h *handle, in *abi.SetattrIn) error {
 		if v&abi.FattrGID != 0 {
 			gid = int(in.GID)
 		}
-		if err := unix.Fchownat(n.fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
 		}
 	}
@@ -242,7 +251,7 @@ func (fs *FS) setattr(n *node, h *handle, in *abi.SetattrIn) error {
 		} else if n.typ == unix.S_IFDIR {
 			err = unix.EISDIR
 		} else {
-			err = unix.Truncate(procPath(n.fd), int64(in.Size))
+			err = unix.Truncate(procPath(fd), int64(in.Size))
 		}
 		if err != nil {
 			return err
@@ -265,7 +274,7 @@ func (fs *FS) setattr(n *node, h *handle, in *abi.SetattrIn) error {
 		case v&abi.FattrMtime != 0:
 			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
 		}
-		if err := unix.UtimesNanoAt(n.fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
 		}
 	}
@@ -274,16 +283,16 @@ func (fs *FS) setattr(n *node, h *handle, in *abi.SetattrIn) error {
 
 // killOnly reports whether changing n's mode to mode only clears set-id
 // bits, and the caller (whose identity the thread has) may write n.
-func (fs *FS) killOnly(n *node, mode uint32) bool {
+func (fs *FS) killOnly(fd int, mode uint32) bool {
 	var st unix.Statx_t
-	if statxFd(n.fd, &st) != nil {
+	if statxFd(fd, &st) != nil {
 		return false
 	}
 	cur := uint32(st.Mode) & 07777
 	if cur == mode || cur&^(unix.S_ISUID|unix.S_ISGID) != mode&^(unix.S_ISUID|unix.S_ISGID) || mode&^cur != 0 {
 		return false
 	}
-	return unix.Faccessat2(n.fd, "", unix.W_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS) == nil
+	return unix.Faccessat2(fd, "", unix.W_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS) == nil
 }
 
 // asDaemon runs f with the daemon's own identity on a thread that may be
@@ -314,15 +323,16 @@ func fchmod(fd int, mode uint32) error {
 
 // Readlink answers a symlink's target.
 func (fs *FS) Readlink(ctx context.Context, r *fusedev.Request) (string, error) {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return "", err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return "", err
 	}
 	var buf [abi.PathMax]byte
-	sz, err := unix.Readlinkat(n.fd, "", buf[:])
+	sz, err := unix.Readlinkat(fd, "", buf[:])
 	if err != nil {
 		return "", err
 	}
@@ -331,28 +341,29 @@ func (fs *FS) Readlink(ctx context.Context, r *fusedev.Request) (string, error) 
 
 // Symlink creates a symlink as the caller.
 func (fs *FS) Symlink(ctx context.Context, r *fusedev.Request, target, name string, out *abi.EntryOut) error {
-	return fs.create(ctx, r, name, out, func(p *node) error { return unix.Symlinkat(target, p.fd, name) })
+	return fs.create(ctx, r, name, out, func(pfd int) error { return unix.Symlinkat(target, pfd, name) })
 }
 
 // Mknod creates a FIFO, socket, device node or regular file as the caller.
 func (fs *FS) Mknod(ctx context.Context, r *fusedev.Request, in *abi.MknodIn, name string, out *abi.EntryOut) error {
-	return fs.create(ctx, r, name, out, func(p *node) error {
-		return unix.Mknodat(p.fd, name, in.Mode, int(decodeDev(in.Rdev)))
+	return fs.create(ctx, r, name, out, func(pfd int) error {
+		return unix.Mknodat(pfd, name, in.Mode, int(decodeDev(in.Rdev)))
 	})
 }
 
 // Mkdir creates a directory as the caller.
 func (fs *FS) Mkdir(ctx context.Context, r *fusedev.Request, in *abi.MkdirIn, name string, out *abi.EntryOut) error {
-	return fs.create(ctx, r, name, out, func(p *node) error { return unix.Mkdirat(p.fd, name, in.Mode) })
+	return fs.create(ctx, r, name, out, func(pfd int) error { return unix.Mkdirat(pfd, name, in.Mode) })
 }
 
 // create runs mk (which creates name in the parent) as the caller, then
 // answers the new entry.
-func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *abi.EntryOut, mk func(p *node) error) error {
-	p, err := fs.node(r.NodeID)
+func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *abi.EntryOut, mk func(pfd int) error) error {
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(p)
 	if err := validName(name); err != nil {
 		return err
 	}
@@ -360,12 +371,12 @@ func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = mk(p)
+	err = mk(pfd)
 	fs.done(as)
 	if err != nil {
 		return err
 	}
-	_, err = fs.entryOf(ctx, &r.Caller, p, name, out)
+	_, err = fs.entryOf(ctx, &r.Caller, p, pfd, name, out)
 	return err
 }
 
@@ -380,10 +391,11 @@ func (fs *FS) Rmdir(ctx context.Context, r *fusedev.Request, name string) error 
 }
 
 func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags int) error {
-	p, err := fs.node(r.NodeID)
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(p)
 	if err := validName(name); err != nil {
 		return err
 	}
@@ -391,7 +403,7 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Unlinkat(p.fd, name, flags)
+	err = unix.Unlinkat(pfd, name, flags)
 	fs.done(as)
 	return err
 }
@@ -399,14 +411,16 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 // Rename renames as the caller (flags: RENAME_NOREPLACE, RENAME_EXCHANGE,
 // RENAME_WHITEOUT) and keeps the nodes' names up to date.
 func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In, oldName, newName string) error {
-	p, err := fs.node(r.NodeID)
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
-	np, err := fs.node(in.Newdir)
+	defer fs.put(p)
+	np, npfd, err := fs.get(in.Newdir)
 	if err != nil {
 		return err
 	}
+	defer fs.put(np)
 	if err := validName(oldName); err != nil {
 		return err
 	}
@@ -417,22 +431,22 @@ func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In,
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Renameat2(p.fd, oldName, np.fd, newName, uint(in.Flags))
+	err = unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags))
 	fs.done(as)
 	if err != nil {
 		return err
 	}
-	fs.renamed(np, newName)
+	fs.renamed(np, npfd, newName)
 	if in.Flags&unix.RENAME_EXCHANGE != 0 {
-		fs.renamed(p, oldName)
+		fs.renamed(p, pfd, oldName)
 	}
 	return nil
 }
 
 // renamed updates the name of the node now at name in p, if it has one.
-func (fs *FS) renamed(p *node, name string) {
+func (fs *FS) renamed(p *node, pfd int, name string) {
 	var st unix.Statx_t
-	if statxAt(p.fd, name, &st) != nil {
+	if statxAt(pfd, name, &st) != nil {
 		return
 	}
 	fs.mu.Lock()
@@ -445,14 +459,16 @@ func (fs *FS) renamed(p *node, name string) {
 
 // Link makes a hard link to in.OldNodeID as the caller.
 func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name string, out *abi.EntryOut) error {
-	p, err := fs.node(r.NodeID)
+	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
-	old, err := fs.node(in.OldNodeID)
+	defer fs.put(p)
+	old, ofd, err := fs.get(in.OldNodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(old)
 	if err := validName(name); err != nil {
 		return err
 	}
@@ -463,13 +479,13 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 	// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
 	// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The magic link
 	// resolves to the inode itself, a symlink included.
-	err = unix.Linkat(unix.AT_FDCWD, procPath(old.fd), p.fd, name, unix.AT_SYMLINK_FOLLOW)
+	err = unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW)
 	fs.done(as)
 	if err != nil {
 		return err
 	}
 	var st unix.Statx_t
-	if err := statxFd(old.fd, &st); err != nil {
+	if err := statxFd(ofd, &st); err != nil {
 		return err
 	}
 	fs.ref(old)
@@ -479,15 +495,16 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 
 // Statfs answers the lower file system's statistics.
 func (fs *FS) Statfs(ctx context.Context, r *fusedev.Request, out *abi.StatfsOut) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	var s unix.Statfs_t
-	if err := unix.Fstatfs(n.fd, &s); err != nil {
+	if err := unix.Fstatfs(fd, &s); err != nil {
 		return err
 	}
 	out.St = abi.Kstatfs{
@@ -499,15 +516,16 @@ func (fs *FS) Statfs(ctx context.Context, r *fusedev.Request, out *abi.StatfsOut
 
 // Access checks permissions as the caller (sent without default_permissions).
 func (fs *FS) Access(ctx context.Context, r *fusedev.Request, in *abi.AccessIn) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Faccessat2(n.fd, "", in.Mask, unix.AT_EMPTY_PATH|unix.AT_EACCESS|unix.AT_SYMLINK_NOFOLLOW)
+	err = unix.Faccessat2(fd, "", in.Mask, unix.AT_EMPTY_PATH|unix.AT_EACCESS|unix.AT_SYMLINK_NOFOLLOW)
 	fs.done(as)
 	return err
 }
@@ -522,60 +540,64 @@ func (fs *FS) Syncfs(ctx context.Context, r *fusedev.Request) error {
 
 // Setxattr sets an extended attribute as the caller.
 func (fs *FS) Setxattr(ctx context.Context, r *fusedev.Request, in *abi.SetxattrIn, name string, value []byte) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Setxattr(procPath(n.fd), name, value, int(in.Flags))
+	err = unix.Setxattr(procPath(fd), name, value, int(in.Flags))
 	fs.done(as)
 	return err
 }
 
 // Getxattr reads an extended attribute as the caller.
 func (fs *FS) Getxattr(ctx context.Context, r *fusedev.Request, name string, dest []byte) (int, error) {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return 0, err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return 0, err
 	}
 	as := fs.become(&r.Caller)
-	sz, err := unix.Getxattr(procPath(n.fd), name, dest)
+	sz, err := unix.Getxattr(procPath(fd), name, dest)
 	fs.done(as)
 	return sz, err
 }
 
 // Listxattr lists extended attribute names as the caller.
 func (fs *FS) Listxattr(ctx context.Context, r *fusedev.Request, dest []byte) (int, error) {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return 0, err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return 0, err
 	}
 	as := fs.become(&r.Caller)
-	sz, err := unix.Listxattr(procPath(n.fd), dest)
+	sz, err := unix.Listxattr(procPath(fd), dest)
 	fs.done(as)
 	return sz, err
 }
 
 // Removexattr removes an extended attribute as the caller.
 func (fs *FS) Removexattr(ctx context.Context, r *fusedev.Request, name string) error {
-	n, err := fs.node(r.NodeID)
+	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
+	defer fs.put(n)
 	if err := fs.gate(ctx, r, n, ""); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Removexattr(procPath(n.fd), name)
+	err = unix.Removexattr(procPath(fd), name)
 	fs.done(as)
 	return err
 }

@@ -88,6 +88,11 @@ type Options struct {
 	// everything through. This is where a per-caller policy plugs in.
 	Check func(ctx context.Context, a *Access) error
 
+	// MaxDescriptors bounds the O_PATH descriptors kept for nodes; beyond
+	// it the least recently used are closed and reopened from their file
+	// handles when needed. Default: three quarters of RLIMIT_NOFILE.
+	MaxDescriptors int
+
 	// Mountpoint is where the FS is mounted. When set, lookups refuse to
 	// descend into that mount (a lower tree that contains its own mount
 	// point), which would make the daemon call into itself.
