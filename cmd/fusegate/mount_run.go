@@ -57,8 +57,11 @@ func runMount(ctx context.Context, e *env, args []string) int {
 			return served{fsys: demofs.New()}, nil
 		})
 	}
-	if len(pos) != 2 {
-		return e.usageError(fs, "want SOURCE and MOUNTPOINT (or --demo MOUNTPOINT), got %d arguments", len(pos))
+	switch {
+	case len(pos) < 2:
+		return e.usageError(fs, "nothing to mount: give --demo MOUNTPOINT or SOURCE MOUNTPOINT")
+	case len(pos) > 2:
+		return e.usageError(fs, "want SOURCE and MOUNTPOINT, got %d arguments", len(pos))
 	}
 	source, err := filepath.Abs(pos[0])
 	if err != nil {
