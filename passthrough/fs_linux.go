@@ -205,7 +205,7 @@ type Stats struct {
 	DaemonOpens uint64 `json:"daemon_opens"` // opens whose I/O the daemon serves
 	Passthrough bool   `json:"passthrough"`  // kernel passthrough in use
 	Fallback    string `json:"fallback,omitempty"`
-	NodeFds     int    `json:"node_fds"`  // evictable node descriptors open now
+	NodeFds     int    `json:"node_fds"` // evictable node descriptors open now
 	MaxNodeFds  int    `json:"max_node_fds"`
 	Reopens     uint64 `json:"reopens"`   // node descriptors reopened from a file handle
 	Evictions   uint64 `json:"evictions"` // node descriptors closed to stay under the bound

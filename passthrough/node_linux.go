@@ -19,14 +19,14 @@ type nodeKey struct{ dev, ino uint64 }
 // needed again, so the kernel may hold many more nodes than the daemon may
 // hold descriptors.
 type node struct {
-	id    uint64
-	key   nodeKey
-	typ   uint32                // S_IFMT bits
-	btime unix.StatxTimestamp   // birth time, to tell a reused inode number (zero when unknown)
-	fh    *unix.FileHandle      // nil: no handle; the descriptor is never evicted
-	mnt   int                   // mount id of fh
-	lookups uint64 // guarded by FS.mu: the kernel's lookup count
-	opens   int    // guarded by FS.mu: handles that use the node
+	id      uint64
+	key     nodeKey
+	typ     uint32              // S_IFMT bits
+	btime   unix.StatxTimestamp // birth time, to tell a reused inode number (zero when unknown)
+	fh      *unix.FileHandle    // nil: no handle; the descriptor is never evicted
+	mnt     int                 // mount id of fh
+	lookups uint64              // guarded by FS.mu: the kernel's lookup count
+	opens   int                 // guarded by FS.mu: handles that use the node
 
 	fd         int   // guarded by fdCache.mu: O_PATH|O_NOFOLLOW descriptor, -1 when not open
 	pins       int   // guarded by fdCache.mu: operations using fd now
