@@ -92,8 +92,9 @@ func (c *fdCache) unlink(n *node) {
 	c.count--
 }
 
-// evictable reports whether n's descriptor may be closed and reopened later.
-func evictable(n *node) bool { return n.fh != nil }
+// evictable reports whether n's descriptor may be closed and reopened
+// later, as far as is known before trying to make its handle.
+func evictable(n *node) bool { return !n.sticky }
 
 // insert gives n its first descriptor (adopt).
 func (c *fdCache) insert(fs *FS, n *node, fd int) {
@@ -117,7 +118,7 @@ func (c *fdCache) evictLocked(fs *FS) []int {
 	var victims []int
 	for n := c.tail; n != nil && c.count > c.max; {
 		prev := n.prev
-		if n.pins == 0 && n != fs.root {
+		if n.pins == 0 && n != fs.root && c.handleOf(n, n.fd) {
 			c.unlink(n)
 			victims = append(victims, n.fd)
 			n.fd = -1
@@ -221,13 +222,14 @@ func (fs *FS) reopen(n *node) (int, error) {
 	c.mu.Lock()
 	mfd, ok := c.mounts[n.mnt]
 	byHandle := c.byHandle
+	fh := n.fh
 	c.mu.Unlock()
-	if n.fh == nil || !ok {
+	if fh == nil || !ok {
 		return -1, syscall.ESTALE
 	}
 	if byHandle {
 		for {
-			fd, err := unix.OpenByHandleAt(mfd, *n.fh, unix.O_PATH|unix.O_CLOEXEC)
+			fd, err := unix.OpenByHandleAt(mfd, *fh, unix.O_PATH|unix.O_CLOEXEC)
 			switch err {
 			case nil:
 				return fd, nil

@@ -20,7 +20,7 @@ import (
 // lower directory; no mount is involved. The kernel's side of passthrough
 // is covered by tests/passthrough.
 
-func newFS(t *testing.T, opts Options) (*FS, string) {
+func newFS(t testing.TB, opts Options) (*FS, string) {
 	t.Helper()
 	dir := t.TempDir()
 	fs, err := New(dir, opts)

@@ -23,15 +23,16 @@ type node struct {
 	key     nodeKey
 	typ     uint32              // S_IFMT bits
 	btime   unix.StatxTimestamp // birth time, to tell a reused inode number (zero when unknown)
-	fh      *unix.FileHandle    // nil: no handle; the descriptor is never evicted
-	mnt     int                 // mount id of fh
 	lookups uint64              // guarded by FS.mu: the kernel's lookup count
 	opens   int                 // guarded by FS.mu: handles that use the node
 
-	fd         int   // guarded by fdCache.mu: O_PATH|O_NOFOLLOW descriptor, -1 when not open
-	pins       int   // guarded by fdCache.mu: operations using fd now
-	dead       bool  // guarded by fdCache.mu: forgotten; close fd once unpinned
-	prev, next *node // guarded by fdCache.mu: LRU list of evictable descriptors
+	sticky     bool             // guarded by fdCache.mu: no usable handle; the descriptor stays
+	fh         *unix.FileHandle // guarded by fdCache.mu: made when the descriptor is first evicted
+	mnt        int              // guarded by fdCache.mu: mount id of fh
+	fd         int              // guarded by fdCache.mu: O_PATH|O_NOFOLLOW descriptor, -1 when not open
+	pins       int              // guarded by fdCache.mu: operations using fd now
+	dead       bool             // guarded by fdCache.mu: forgotten; close fd once unpinned
+	prev, next *node            // guarded by fdCache.mu: LRU list of evictable descriptors
 
 	parent *node  // guarded by FS.treeMu: the directory it was last found in
 	name   string // guarded by FS.treeMu: its name there
@@ -120,7 +121,6 @@ func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 	}
 	n := &node{key: key, typ: uint32(st.Mode) & unix.S_IFMT, btime: btimeOf(st), fd: -1,
 		lookups: 1, parent: parent, name: name}
-	fs.handleOf(n, fd)
 	fs.mu.Lock()
 	if old := fs.byKey[key]; old != nil && old.btime == n.btime {
 		// Found by a concurrent lookup meanwhile.
@@ -158,25 +158,37 @@ func (fs *FS) existing(key nodeKey, st *unix.Statx_t) *node {
 	return n
 }
 
-// handleOf gives n its file handle, or makes its descriptor permanent when
-// the lower file system has no handles (or the mount has no descriptor to
-// open them against).
-func (fs *FS) handleOf(n *node, fd int) {
+// handleOf gives n its file handle, made from its open descriptor fd
+// just before that descriptor is evicted, and reports whether it has one.
+// Nodes of a lower file system without handles, or of a mount with no
+// directory descriptor to open them against, keep their descriptor.
+// fdCache.mu must be held.
+func (c *fdCache) handleOf(n *node, fd int) bool {
+	if n.fh != nil {
+		return true
+	}
+	if n.sticky {
+		return false
+	}
 	h, mnt, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
 	if err != nil {
-		return
+		n.sticky = true
+		return false
 	}
-	if !fs.fdc.hasMount(mnt) {
+	if _, ok := c.mounts[mnt]; !ok {
 		if n.typ != unix.S_IFDIR {
-			return
+			n.sticky = true
+			return false
 		}
 		mfd, err := openRetry(procPath(fd), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return
+			n.sticky = true
+			return false
 		}
-		fs.fdc.addMount(mnt, mfd)
+		c.mounts[mnt] = mfd
 	}
 	n.fh, n.mnt = &h, mnt
+	return true
 }
 
 // ref takes one more lookup reference on n (LINK of an existing node).
