@@ -96,7 +96,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return served{}, err
 		}
-		return served{fsys: pfs, flags: pfs.InitFlags(), stats: func() any { return pfs.Stats() }}, nil
+		return served{fsys: pfs, flags: pfs.InitFlags(), stats: func() any { return pfs.Stats() }, readahead: true}, nil
 	})
 }
 
@@ -136,9 +136,28 @@ func raiseFileLimit(e *env) {
 
 // served is a file system to serve and what its server needs.
 type served struct {
-	fsys  fusedev.FileSystem
-	flags abi.InitFlags // INIT flags to ask for; 0: fusedev's defaults
-	stats func() any    // extra counters for --stats-file
+	fsys      fusedev.FileSystem
+	flags     abi.InitFlags // INIT flags to ask for; 0: fusedev's defaults
+	stats     func() any    // extra counters for --stats-file
+	readahead bool          // raise the mount's readahead to max_write
+}
+
+// raiseReadahead sets the readahead of the mount's backing device info to
+// the negotiated max_write, so sequential reads the daemon serves come as
+// few large READs rather than many of the kernel's default 128 KiB. The
+// kernel offers its default at INIT and only lets the server lower it; as
+// root the daemon raises it afterwards in sysfs (never touching the mount
+// itself).
+func raiseReadahead(e *env, mountpoint string, srv *fusedev.Server) {
+	neg := srv.Negotiated()
+	mi, ok, err := fusedev.FindMount(mountpoint)
+	if err != nil || !ok || neg == nil || os.Geteuid() != 0 {
+		return
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", mi.Major, mi.Minor)
+	if err := os.WriteFile(path, []byte(strconv.Itoa(int(neg.MaxWrite/1024))), 0); err != nil {
+		e.log.WithError(err).Debug("cannot raise the mount's readahead")
+	}
 }
 
 // devFdConn returns the connection of a mountpoint given as /dev/fd/N.
@@ -219,6 +238,9 @@ func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, 
 	select {
 	case <-srv.Ready():
 		e.log.WithField("mountpoint", mountpoint).Info("mounted")
+		if sv.readahead && !premounted {
+			raiseReadahead(e, mountpoint, srv)
+		}
 	case err := <-servedCh:
 		if !premounted {
 			fusedev.Unmount(mountpoint, fusedev.UnmountOptions{Lazy: true})

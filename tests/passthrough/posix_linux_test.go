@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -701,4 +702,62 @@ func TestLocks(t *testing.T) {
 	must(t, unix.Flock(int(mine.Fd()), unix.LOCK_UN))
 	rs = as(t, bob, "022", step{"open", f, itoa(oRDONLY)}, step{"flock", "0", itoa(unix.LOCK_EX | unix.LOCK_NB)})
 	wantErr(t, "flock after unlock", rs[1].err(), 0)
+}
+
+// TestMixedOpens opens one inode in different I/O modes at once: a writable
+// open by a user, which must not use passthrough (its writes clear the
+// set-user-ID bit in the daemon), and meanwhile an open by root, which
+// would use passthrough but must not while the page cache is in use. No
+// open may fail, and both see each other's data.
+func TestMixedOpens(t *testing.T) {
+	m := startMirror(t, "on")
+	f := m.p("mixed")
+	must(t, os.WriteFile(f, []byte("...."), 0o666))
+	must(t, os.Chmod(f, 0o777|os.ModeSetuid))
+	before := m.stats()
+	done := make(chan []result, 1)
+	go func() {
+		done <- as(t, alice, "022",
+			step{"open", f, itoa(oRDWR)},
+			step{"pwrite", "0", "0", "A"},
+			step{"sleep", "1500"},
+			step{"pread", "0", "0", "4"},
+			step{"close", "0"},
+		)
+	}()
+	time.Sleep(500 * time.Millisecond)
+	g, err := os.OpenFile(f, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("root's open while alice's is open: %v", err)
+	}
+	if _, err := g.WriteAt([]byte("B"), 1); err != nil {
+		t.Errorf("root's write: %v", err)
+	}
+	b := make([]byte, 4)
+	if n, err := g.ReadAt(b, 0); n != 4 || string(b) != "AB.." {
+		t.Errorf("root reads %q, %v; want AB..", b[:n], err)
+	}
+	g.Close()
+	rs := ok(t, "alice", <-done)
+	if rs[3].Out != "AB.." {
+		t.Errorf("alice reads %q, want AB..", rs[3].Out)
+	}
+	s := waitStats(t, m.stats, func(s statsDoc) bool { return s.FS.Handles == 0 })
+	if got := s.FS.DaemonOpens - before.FS.DaemonOpens; got != 2 {
+		t.Errorf("%d opens served by the daemon, want 2 (alice's, and root's while alice's was open)", got)
+	}
+	// Alone again, root's open uses passthrough.
+	pt := s.FS.PTOpens
+	must(t, os.WriteFile(f, []byte("CD"), 0o666))
+	if b, err := os.ReadFile(f); err != nil || string(b) != "CD" {
+		t.Errorf("read after: %q, %v", b, err)
+	}
+	if s := m.stats(); s.FS.PTOpens < pt+2 {
+		t.Errorf("opens after the others closed: %d in passthrough, want 2 more than %d", s.FS.PTOpens, pt)
+	}
+	var st unix.Stat_t
+	must(t, unix.Stat(f, &st))
+	if st.Mode&unix.S_ISUID != 0 {
+		t.Errorf("mode %o: alice's write did not clear the set-user-ID bit", st.Mode)
+	}
 }
