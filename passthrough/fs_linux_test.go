@@ -318,3 +318,28 @@ func TestDevEncoding(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessObject(t *testing.T) {
+	var objs []Object
+	fs, dir := newFS(t, Options{Check: func(ctx context.Context, a *Access) error {
+		o, err := a.Stat()
+		if err != nil {
+			return err
+		}
+		objs = append(objs, o)
+		if own, _ := os.Getgroups(); len(a.Groups()) != len(own) {
+			return syscall.EIO
+		}
+		return nil
+	}})
+	os.Mkdir(filepath.Join(dir, "d"), 0o750)
+	var e abi.EntryOut
+	ctx := context.Background()
+	if err := fs.Lookup(ctx, req(abi.OpLookup, 1), "d", &e); err != nil {
+		t.Fatal(err)
+	}
+	fs.Lookup(ctx, req(abi.OpLookup, 1), "missing", &e)
+	if len(objs) != 2 || !objs[0].Exists || !objs[0].Dir || objs[0].Mode&0o777 != 0o750 || objs[1].Exists {
+		t.Errorf("objects seen by the gate: %+v", objs)
+	}
+}
