@@ -218,6 +218,13 @@ func (fs *FS) Setattr(ctx context.Context, r *fusedev.Request, in *abi.SetattrIn
 
 func (fs *FS) setattr(n *node, fd int, h *handle, in *abi.SetattrIn) error {
 	v := in.Valid
+	const changes = abi.FattrMode | abi.FattrUID | abi.FattrGID | abi.FattrSize |
+		abi.FattrAtime | abi.FattrMtime | abi.FattrAtimeNow | abi.FattrMtimeNow
+	if v&changes == 0 {
+		// chown(path, -1, -1) and friends: nothing changes but the
+		// ctime, which Linux updates; a no-op chown does that below.
+		return unix.Fchownat(fd, "", -1, -1, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+	}
 	if v&abi.FattrMode != 0 {
 		mode := in.Mode & 07777
 		if err := fchmod(fd, mode); err != nil {

@@ -634,6 +634,18 @@ func TestTimes(t *testing.T) {
 	if st := rs[6].Stat; st.Atime != -5000000000 || st.Mtime != 3000000003 {
 		t.Errorf("time before the epoch: atime %d mtime %d", st.Atime, st.Mtime)
 	}
+	// chown(-1, -1) changes nothing but the ctime, which Linux updates.
+	for _, path := range []string{m.p("ct"), m.l("ct-native")} {
+		must(t, os.WriteFile(path, nil, 0o644))
+		var a, b unix.Stat_t
+		must(t, unix.Stat(path, &a))
+		time.Sleep(20 * time.Millisecond)
+		must(t, os.Chown(path, -1, -1))
+		must(t, unix.Stat(path, &b))
+		if b.Ctim.Nano() <= a.Ctim.Nano() {
+			t.Errorf("%s: chown(-1, -1) left the ctime at %d", path, b.Ctim.Nano())
+		}
+	}
 	f := m.p("world-writable")
 	must(t, os.WriteFile(f, nil, 0o666))
 	must(t, os.Chmod(f, 0o666))
