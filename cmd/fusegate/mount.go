@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fusegate/fusegate/fusedev"
-	"github.com/fusegate/fusegate/internal/demofs"
+	"github.com/fusegate/fusegate/passthrough"
 )
 
 func init() {
@@ -22,23 +19,92 @@ func init() {
 }
 
 const mountDescription = `Mount a file system at MOUNTPOINT and serve it in the foreground until
-SIGINT or SIGTERM, which unmount it. With --demo it serves a small built-in
-read-only tree (no SOURCE). A stale mount left at MOUNTPOINT by a killed
-fusegate is cleared first.
+SIGINT or SIGTERM, which unmount it. A stale mount left at MOUNTPOINT by a
+killed fusegate is cleared first.
+
+With SOURCE, the file system is a mirror of the directory SOURCE: each open
+of a regular file registers the lower file with the kernel (FUSE
+passthrough, Linux 6.9+), so its reads and writes bypass the daemon; every
+other operation is done on the lower tree with the caller's uid, gid and
+groups. With --demo it serves a small built-in read-only tree (no SOURCE).
+
+MOUNTPOINT may be /dev/fd/N: N is then an open /dev/fuse descriptor already
+mounted by a privileged helper (as fusermount3 does); fusegate serves it and
+leaves unmounting to whoever mounted it.
 
 Mount options (-o, comma-separated, as mount(8)):
   allow_other          let users other than the mounting one use the mount
-  default_permissions  let the kernel check permission bits
+                       (default for a SOURCE mirror mounted by root;
+                       noallow_other turns it off)
+  default_permissions  let the kernel check permission bits (default for a
+                       SOURCE mirror: without it the kernel's cached entries
+                       skip search-permission checks; nodefault_permissions
+                       turns it off, leaving every check to the lower file
+                       system)
   ro | rw              read-only or read-write
   noexec, suid, dev    exec and setuid/device node handling (default: exec, nosuid, nodev)
-  fsname=NAME          source shown in /proc/mounts
+  fsname=NAME          source shown in /proc/mounts (default: SOURCE)
   subtype=NAME         file system type shown as fuse.NAME
-  max_read=N           largest read request in bytes`
+  max_read=N           largest read request in bytes
+  entry_timeout=SEC    how long the kernel caches names (default 1; 0: never)
+  attr_timeout=SEC     how long the kernel caches attributes (default 1)
+  negative_timeout=SEC how long the kernel caches absent names (default 1)
 
-// mountFlags are the parsed mount(8)-style options.
+The daemon runs with umask 0: the kernel applies each caller's umask.
+
+Counters: --stats-file PATH writes the per-operation request counters and
+the mirror's counters as JSON when fusegate exits and on SIGUSR1.`
+
+// mountFlags are the parsed options of fusegate mount.
 type mountFlags struct {
 	opts    fusedev.MountOptions
 	readers int
+
+	// Mirror options: nil means "not given" (the mirror's default applies).
+	allowOther, defaultPerms *bool
+	entryTimeout             *time.Duration
+	attrTimeout              *time.Duration
+	negativeTimeout          *time.Duration
+	passthrough              passthrough.Mode
+	statsFile                string
+}
+
+// parseMirrorOptions applies one -o list to mf: the options of a SOURCE
+// mirror here, the others by parseMountOptions.
+func parseMirrorOptions(list string, mf *mountFlags) error {
+	for _, o := range strings.Split(list, ",") {
+		key, val, hasVal := strings.Cut(strings.TrimSpace(o), "=")
+		yes, no := true, false
+		switch {
+		case key == "allow_other" && !hasVal:
+			mf.allowOther = &yes
+		case key == "noallow_other" && !hasVal:
+			mf.allowOther = &no
+		case key == "default_permissions" && !hasVal:
+			mf.defaultPerms = &yes
+		case key == "nodefault_permissions" && !hasVal:
+			mf.defaultPerms = &no
+		case key == "entry_timeout" || key == "attr_timeout" || key == "negative_timeout":
+			f, err := strconv.ParseFloat(val, 64)
+			if !hasVal || err != nil || f < 0 || f > 1e6 {
+				return fmt.Errorf("%s=%s: want a number of seconds", key, val)
+			}
+			d := time.Duration(f * float64(time.Second))
+			switch key {
+			case "entry_timeout":
+				mf.entryTimeout = &d
+			case "attr_timeout":
+				mf.attrTimeout = &d
+			default:
+				mf.negativeTimeout = &d
+			}
+		default:
+			if err := parseMountOptions(o, &mf.opts); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // parseMountOptions applies one -o list to m.
@@ -84,35 +150,6 @@ func parseMountOptions(list string, m *fusedev.MountOptions) error {
 	return nil
 }
 
-func runMount(ctx context.Context, e *env, args []string) int {
-	fs := e.flagSet("mount", "[options] --demo MOUNTPOINT", mountDescription)
-	var mf mountFlags
-	demo := fs.Bool("demo", false, "serve the built-in demo tree")
-	fs.Func("o", "mount `OPTIONS`, comma-separated (repeatable)", func(s string) error {
-		return parseMountOptions(s, &mf.opts)
-	})
-	fs.IntVar(&mf.readers, "readers", 0, "request reader goroutines, each on its own cloned /dev/fuse fd (default: one per 4 CPUs, 1 to 4)")
-	pos, code, ok := e.parse(fs, args)
-	if !ok {
-		return code
-	}
-	if !*demo {
-		return e.usageError(fs, "nothing to mount: give --demo")
-	}
-	if len(pos) != 1 {
-		return e.usageError(fs, "want exactly one MOUNTPOINT, got %d arguments", len(pos))
-	}
-	if mf.readers < 0 {
-		return e.usageError(fs, "--readers must not be negative")
-	}
-	mountpoint := pos[0]
-	if mf.opts.FSName == "" {
-		mf.opts.FSName = "fusegate-demo"
-	}
-	mf.opts.ReadOnly = true
-	return serveMount(ctx, e, mountpoint, &mf, demofs.New())
-}
-
 // clearStale unmounts a FUSE mount at mountpoint whose server is gone. It
 // refuses to touch a mount that is served.
 func clearStale(e *env, mountpoint string) error {
@@ -141,53 +178,4 @@ func signalName(sig os.Signal) string {
 		return unix.SignalName(s)
 	}
 	return sig.String()
-}
-
-// serveMount mounts fsys and serves it until a signal or an external unmount.
-func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, fsys fusedev.FileSystem) int {
-	if err := clearStale(e, mountpoint); err != nil {
-		return e.fail("%v", err)
-	}
-	conn, err := fusedev.Mount(mountpoint, mf.opts)
-	if err != nil {
-		return e.fail("%v", err)
-	}
-	defer conn.Close()
-	srv := fusedev.NewServer(conn, fsys, fusedev.Options{Logger: e.log, Readers: mf.readers})
-
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-
-	select {
-	case <-srv.Ready():
-		e.log.WithField("mountpoint", mountpoint).Info("mounted")
-	case err := <-served:
-		fusedev.Unmount(mountpoint, fusedev.UnmountOptions{Lazy: true})
-		return e.fail("serving %s: %v", mountpoint, err)
-	}
-	for {
-		select {
-		case err := <-served:
-			if err != nil {
-				return e.fail("serving %s: %v", mountpoint, err)
-			}
-			e.log.WithField("mountpoint", mountpoint).Info("unmounted")
-			return exitOK
-		case sig := <-sigs:
-			e.log.WithField("signal", signalName(sig)).Info("unmounting")
-			if err := fusedev.Unmount(mountpoint, fusedev.UnmountOptions{}); err != nil {
-				if !errors.Is(err, syscall.EBUSY) {
-					e.log.WithError(err).Error("unmount failed")
-					continue
-				}
-				e.log.Warn("mount is busy; detaching it lazily: serving continues until the last open file closes")
-				if err := fusedev.Unmount(mountpoint, fusedev.UnmountOptions{Lazy: true}); err != nil {
-					e.log.WithError(err).Error("lazy unmount failed")
-				}
-			}
-		}
-	}
 }
