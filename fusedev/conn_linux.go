@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -15,16 +16,17 @@ import (
 
 // ErrClosed is returned by Conn.Read once the connection is gone: the file
 // system was unmounted (ENODEV), the connection was aborted, or the peer of
-// a socketpair closed its end.
+// a socketpair closed its end; and by Read and Write on a closed Conn.
 var ErrClosed = errors.New("fuse connection closed")
 
 // Conn is one descriptor that carries FUSE messages. Reads wait in Go's
 // netpoller, so SetReadDeadline can wake a reader without unmounting;
 // writes go straight to the descriptor (the kernel keeps each write whole).
 type Conn struct {
-	f  *os.File
-	rc syscall.RawConn
-	fd int
+	f      *os.File
+	rc     syscall.RawConn
+	fd     int
+	closed atomic.Bool // Close was called
 }
 
 // NewConn takes ownership of f, an open /dev/fuse, /dev/cuse or
@@ -74,7 +76,20 @@ func (c *Conn) File() *os.File { return c.f }
 
 // Close closes the descriptor. Closing the last descriptor of a mount's
 // connection makes the mount report ENOTCONN until unmounted.
-func (c *Conn) Close() error { return c.f.Close() }
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	return c.f.Close()
+}
+
+// pollErr maps the error of a RawConn operation: on a closed Conn the
+// runtime says "use of closed file" (internal/poll's, which is not
+// os.ErrClosed), reported here as ErrClosed.
+func (c *Conn) pollErr(err error) error {
+	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
 
 // SetReadDeadline wakes a pending Read with os.ErrDeadlineExceeded at t.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
@@ -85,62 +100,98 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t
 func (c *Conn) Read(buf []byte) (int, error) {
 	var n int
 	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
+	read := func(fd uintptr) {
 		for {
 			n, rerr = unix.Read(int(fd), buf)
-			switch rerr {
-			case unix.EINTR, unix.ENOENT:
-				continue
-			case unix.EAGAIN:
-				return false
+			if rerr != unix.EINTR && rerr != unix.ENOENT {
+				return
 			}
-			return true
 		}
+	}
+	err := c.rc.Read(func(fd uintptr) bool {
+		read(fd)
+		return rerr != unix.EAGAIN
 	})
 	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return 0, ErrClosed
+		if errors.Is(err, os.ErrDeadlineExceeded) || c.closed.Load() {
+			return 0, c.pollErr(err)
 		}
-		return 0, err
+		// /dev/fuse polls as EPOLLERR once the connection is gone, and the
+		// runtime then fails the next wait with "not pollable" without
+		// reading. Ask the descriptor itself (it says ENODEV).
+		rerr = unix.EAGAIN
+		if cerr := c.rc.Control(read); cerr != nil {
+			return 0, c.pollErr(cerr)
+		}
+		if rerr == unix.EAGAIN {
+			return 0, err
+		}
 	}
 	switch {
 	case rerr == unix.ENODEV || rerr == unix.ECONNABORTED:
 		return 0, ErrClosed
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
-	case n == 0:
+	case n == 0 && c.hungUp():
 		return 0, ErrClosed // a socketpair peer hung up
 	}
-	return n, nil
+	return n, nil // n == 0: an empty message, which the caller drops
+}
+
+// hungUp tells a closed peer from an empty message: on a SOCK_SEQPACKET
+// socket both read as 0 bytes, but only the first polls as hang-up.
+func (c *Conn) hungUp() bool {
+	hup := true
+	c.rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		for {
+			_, err := unix.Poll(p, 0)
+			if err != unix.EINTR {
+				hup = err != nil || p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0
+				return
+			}
+		}
+	})
+	return hup
 }
 
 // Write writes one message made of the given pieces with a single writev.
 // The kernel answers ENOENT when the request was interrupted or aborted
-// meanwhile: callers treat that as success.
+// meanwhile: callers treat that as success. Errors from the descriptor are
+// syscall.Errno values; a closed Conn gives ErrClosed.
+//
+// The write holds a reference on the descriptor (RawConn.Control), so a
+// concurrent Close cannot let it reach a file that reused the number;
+// unlike RawConn.Write it does not serialise writers, which the kernel
+// does not need.
 func (c *Conn) Write(iov [][]byte) error {
-	for {
-		_, err := unix.Writev(c.fd, iov)
-		switch err {
-		case nil:
-			return nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			// Only a socketpair with a full buffer says this; wait for room.
-			var werr error
-			if perr := c.rc.Write(func(fd uintptr) bool {
-				_, werr = unix.Writev(int(fd), iov)
-				return werr != unix.EAGAIN
-			}); perr != nil {
-				return perr
+	var werr error
+	err := c.rc.Control(func(fd uintptr) {
+		for {
+			_, werr = unix.Writev(int(fd), iov)
+			if werr != unix.EINTR {
+				return
 			}
-			if werr == nil {
-				return nil
-			}
-			err = werr
 		}
-		return err.(syscall.Errno)
+	})
+	if err == nil && werr == unix.EAGAIN {
+		// Only a socketpair with a full buffer says this; wait for room.
+		err = c.rc.Write(func(fd uintptr) bool {
+			for {
+				_, werr = unix.Writev(int(fd), iov)
+				if werr != unix.EINTR {
+					return werr != unix.EAGAIN
+				}
+			}
+		})
 	}
+	switch {
+	case err != nil:
+		return c.pollErr(err)
+	case werr != nil:
+		return werr
+	}
+	return nil
 }
 
 // Clone opens /dev/fuse again and attaches it to this connection with

@@ -38,10 +38,11 @@ type Request struct {
 // does not implement.
 type FileSystem interface {
 	// Init is called once INIT is negotiated, before the reply is sent
-	// (s.Negotiated() is set). An error fails the mount.
+	// (s.Negotiated() is set), or when Serve starts with Options.Resume.
+	// An error fails the mount.
 	Init(ctx context.Context, s *Server) error
-	// Destroy is called on FUSE_DESTROY (sent for fuseblk mounts) and when
-	// Serve returns.
+	// Destroy is called once after a successful Init: on FUSE_DESTROY (sent
+	// for fuseblk mounts) or when Serve returns, whichever comes first.
 	Destroy()
 
 	Lookup(ctx context.Context, r *Request, name string, out *abi.EntryOut) error

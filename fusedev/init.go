@@ -83,8 +83,10 @@ func (s *Server) checkMajor(h *abi.InHeader, major, minor uint32) (ok bool, err 
 }
 
 func (s *Server) answerInit(ctx context.Context, h *abi.InHeader, payload []byte) (bool, error) {
+	// Major and minor lead every fuse_init_in, however old: read them
+	// first, so that an old kernel is refused by version, not by size.
 	var in abi.InitIn
-	if err := abi.DecodeSized(payload, min(len(payload), abi.SizeInitIn), &in); err != nil || len(payload) < abi.CompatInitInSize {
+	if err := abi.DecodeSized(payload, min(len(payload), abi.SizeInitIn), &in); err != nil || len(payload) < 8 {
 		s.replyError(s.conn, h.Unique, syscall.EIO)
 		return false, fmt.Errorf("%w: INIT of %d bytes", ErrProtocol, len(payload))
 	}
@@ -95,6 +97,10 @@ func (s *Server) answerInit(ctx context.Context, h *abi.InHeader, payload []byte
 	if minor < MinMinor {
 		s.replyError(s.conn, h.Unique, syscall.EPROTO)
 		return false, fmt.Errorf("%w: kernel speaks 7.%d, fusegate needs 7.%d or later", ErrProtocol, in.Minor, MinMinor)
+	}
+	if len(payload) < abi.CompatInitInSize {
+		s.replyError(s.conn, h.Unique, syscall.EIO)
+		return false, fmt.Errorf("%w: INIT 7.%d of %d bytes", ErrProtocol, in.Minor, len(payload))
 	}
 	offered := abi.InitFlags(in.Flags)
 	if in.Minor >= 36 && offered.Has(abi.InitExt) {
@@ -121,12 +127,14 @@ func (s *Server) answerInit(ctx context.Context, h *abi.InHeader, payload []byte
 	if s.opts.MaxReadahead > 0 {
 		out.MaxReadahead = min(out.MaxReadahead, s.opts.MaxReadahead)
 	}
-	maxWrite := s.opts.MaxWrite
+	maxWrite := s.opts.MaxWrite // whole pages (NewServer)
 	if granted.Has(abi.InitMaxPages) {
-		out.MaxPages = uint16(min((s.opts.MaxWrite+4095)/4096, 0xffff))
+		out.MaxPages = uint16(maxWrite / pageSize)
 	} else {
-		maxWrite = min(maxWrite, 32*4096) // the kernel's default max_pages
+		// The kernel's default max_pages bounds every request; say so.
+		maxWrite = min(maxWrite, defaultMaxPages*pageSize)
 	}
+	out.MaxWrite = maxWrite
 	if granted.Has(abi.InitPassthrough) {
 		out.MaxStackDepth = s.opts.MaxStackDepth
 	}
@@ -139,9 +147,9 @@ func (s *Server) answerInit(ctx context.Context, h *abi.InHeader, payload []byte
 		TimeGran: out.TimeGran, MaxStack: out.MaxStackDepth,
 	}
 	s.neg.Store(neg)
-	if err := s.fs.Init(ctx, s); err != nil {
+	if err := s.initFS(ctx); err != nil {
 		s.replyError(s.conn, h.Unique, syscall.EIO)
-		return false, fmt.Errorf("file system init: %w", err)
+		return false, err
 	}
 	size := abi.SizeInitOut
 	if minor < 23 {
@@ -183,17 +191,24 @@ func (s *Server) answerCuseInit(ctx context.Context, h *abi.InHeader, payload []
 		return false, fmt.Errorf("CUSE device info of %d bytes exceeds %d", len(info), abi.CuseInitInfoMax)
 	}
 	out.Major, out.Minor = abi.KernelVersion, minor
-	out.MaxRead = min(max(out.MaxRead, 4096), s.opts.MaxWrite)
-	out.MaxWrite = min(max(out.MaxWrite, 4096), s.opts.MaxWrite)
+	// Zero limits mean Options.MaxWrite; the kernel takes at least a page.
+	if out.MaxRead == 0 {
+		out.MaxRead = s.opts.MaxWrite
+	}
+	if out.MaxWrite == 0 {
+		out.MaxWrite = s.opts.MaxWrite
+	}
+	out.MaxRead = min(max(out.MaxRead, pageSize), s.opts.MaxWrite)
+	out.MaxWrite = min(max(out.MaxWrite, pageSize), s.opts.MaxWrite)
 	neg := &Negotiated{
 		Major: abi.KernelVersion, Minor: minor, KernelMinor: in.Minor,
 		KernelFlags: abi.InitFlags(in.Flags), MaxWrite: out.MaxWrite, MaxRead: out.MaxRead,
 		Cuse: true, CuseFlags: out.Flags,
 	}
 	s.neg.Store(neg)
-	if err := s.fs.Init(ctx, s); err != nil {
+	if err := s.initFS(ctx); err != nil {
 		s.replyError(s.conn, h.Unique, syscall.EIO)
-		return false, fmt.Errorf("device init: %w", err)
+		return false, err
 	}
 	if err := s.writeReply(h.Unique, abi.Bytes(&out), info); err != nil {
 		return false, fmt.Errorf("answering CUSE_INIT: %w", err)

@@ -77,14 +77,19 @@ func (r *request) serve() {
 	}
 	r.reply(errno)
 
+	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
 	s.mu.Lock()
 	delete(s.inflight, r.hdr.Unique)
 	s.mu.Unlock()
-	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
 	s.pool.put(r.dataBuf)
 	s.pool.put(r.buf)
 	<-s.slots
 }
+
+// maxErrno bounds the errnos the kernel accepts in a reply: it refuses a
+// write whose error is at or below -ERESTARTSYS (512) with EINVAL, and the
+// request then never completes.
+const maxErrno = 511
 
 // errnoOf turns a handler's error into the errno the kernel sees.
 func (s *Server) errnoOf(r *request, err error) syscall.Errno {
@@ -93,8 +98,12 @@ func (s *Server) errnoOf(r *request, err error) syscall.Errno {
 	}
 	var e syscall.Errno
 	switch {
-	case errors.As(err, &e):
+	case errors.As(err, &e) && e <= maxErrno:
 		return e
+	case errors.As(err, &e):
+		s.log.WithFields(logrus.Fields{"op": r.hdr.Opcode, "node": r.hdr.NodeID}).WithError(err).
+			Errorf("fuse: handler returned errno %d, which the kernel cannot take; answering EIO", uintptr(e))
+		return syscall.EIO
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, errMalformed):
@@ -297,7 +306,7 @@ func (r *request) run() error {
 		if err := abi.Decode(in, &a); err != nil {
 			return r.malformed(err)
 		}
-		size := int(min(a.Size, max(neg.MaxWrite, neg.MaxRead)))
+		size := int(min(a.Size, maxRead(neg)))
 		data, err := fs.Read(ctx, req, &a, r.dataOf(size))
 		if err != nil {
 			return err
@@ -496,7 +505,7 @@ func (r *request) run() error {
 		return fs.Bmap(ctx, req, &a, outAs[abi.BmapOut](r))
 
 	case abi.OpDestroy:
-		fs.Destroy()
+		s.destroy()
 		return nil
 
 	case abi.OpIoctl:
@@ -577,6 +586,17 @@ func (r *request) run() error {
 	}
 	s.log.WithFields(logrus.Fields{"op": r.hdr.Opcode, "unique": r.hdr.Unique}).Debug("fuse: unknown opcode")
 	return syscall.ENOSYS
+}
+
+// maxRead is the largest READ the kernel may send: max_pages pages (its
+// default of 32 without InitMaxPages), or max_read on CUSE. Larger sizes
+// are a malformed request; the handler gets a buffer of at most this.
+func maxRead(neg *Negotiated) uint32 {
+	pages := uint32(neg.MaxPages)
+	if pages == 0 {
+		pages = defaultMaxPages
+	}
+	return max(neg.MaxWrite, neg.MaxRead, pages*pageSize)
 }
 
 // ioctlReply encodes an IOCTL answer: the fixed part, then either the iovec

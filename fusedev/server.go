@@ -34,8 +34,9 @@ type Options struct {
 	// Readers is the number of goroutines reading requests, each on its own
 	// cloned /dev/fuse fd where cloning works. Default: GOMAXPROCS, at most 4.
 	Readers int
-	// MaxWrite is the largest WRITE payload (default and minimum... 1 MiB
-	// default; at least 4 KiB). Reads are limited to it too.
+	// MaxWrite is the largest WRITE payload: default 1 MiB, at least 4 KiB,
+	// rounded up to whole pages (the kernel counts max_pages). Reads are
+	// limited to it too.
 	MaxWrite uint32
 	// MaxReadahead caps the kernel's readahead (default: the kernel's offer).
 	MaxReadahead        uint32
@@ -45,7 +46,8 @@ type Options struct {
 	// Flags are the capabilities asked for (default DefaultFlags).
 	Flags abi.InitFlags
 	// MaxStackDepth is answered with InitPassthrough: how many stacked file
-	// systems a backing file may sit on (default 1).
+	// systems a backing file may sit on (default 1; the kernel accepts 1 or
+	// 2 and silently refuses passthrough otherwise, so more is clamped to 2).
 	MaxStackDepth uint32
 	// MaxMinor caps the protocol minor answered (default abi.KernelMinorVersion).
 	MaxMinor uint32
@@ -109,10 +111,12 @@ type Server struct {
 	conns     []*Conn                // guarded by mu; clones, closed when Serve returns
 	readers   []*readerState         // guarded by mu
 
-	nextNotify atomic.Uint64
-	handlers   sync.WaitGroup
-	served     atomic.Bool
-	wedge      atomic.Bool // test hook: readers stop making progress
+	nextNotify  atomic.Uint64
+	handlers    sync.WaitGroup
+	served      atomic.Bool
+	initialised atomic.Bool // FileSystem.Init succeeded: Destroy is owed
+	destroyed   atomic.Bool // FileSystem.Destroy was called
+	wedge       atomic.Bool // test hook: readers stop making progress
 }
 
 // readerState lets the watchdog see whether a reader loop is stuck outside
@@ -134,7 +138,9 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	if opts.MaxWrite == 0 {
 		opts.MaxWrite = 1 << 20
 	}
-	opts.MaxWrite = max(opts.MaxWrite, 4096)
+	opts.MaxWrite = max(opts.MaxWrite, pageSize)
+	opts.MaxWrite = min(opts.MaxWrite, maxMaxWrite)
+	opts.MaxWrite = (opts.MaxWrite + pageSize - 1) &^ (pageSize - 1)
 	if opts.Flags == 0 {
 		opts.Flags = DefaultFlags
 	}
@@ -144,6 +150,7 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	if opts.MaxStackDepth == 0 {
 		opts.MaxStackDepth = 1
 	}
+	opts.MaxStackDepth = min(opts.MaxStackDepth, maxStackDepth)
 	if opts.MaxMinor == 0 || opts.MaxMinor > abi.KernelMinorVersion {
 		opts.MaxMinor = abi.KernelMinorVersion
 	}
@@ -166,6 +173,17 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	}
 }
 
+const (
+	pageSize = 4096
+	// maxMaxWrite keeps max_pages within its 16-bit field.
+	maxMaxWrite = 0xffff * pageSize
+	// maxStackDepth is the kernel's FILESYSTEM_MAX_STACK_DEPTH.
+	maxStackDepth = 2
+	// defaultMaxPages is what the kernel uses without InitMaxPages
+	// (FUSE_DEFAULT_MAX_PAGES_PER_REQ).
+	defaultMaxPages = 32
+)
+
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
@@ -183,7 +201,8 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Stats returns the per-opcode counters.
 func (s *Server) Stats() []OpStats { return s.stats.snapshot() }
 
-// Inflight returns the number of requests being handled.
+// Inflight returns the number of requests read and not yet answered
+// (handled, or waiting for a MaxInflight slot).
 func (s *Server) Inflight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,10 +236,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if !s.served.CompareAndSwap(false, true) {
 		return errors.New("fusedev: Serve called twice")
 	}
-	defer s.fs.Destroy()
+	defer s.destroy()
 	if s.opts.Resume != nil {
 		n := *s.opts.Resume
 		s.neg.Store(&n)
+		if err := s.initFS(ctx); err != nil {
+			return err
+		}
 	} else if err := s.handshake(ctx); err != nil {
 		return err
 	}
@@ -310,6 +332,23 @@ func (s *Server) Serve(ctx context.Context) error {
 	return result
 }
 
+// initFS calls FileSystem.Init and records that Destroy is owed.
+func (s *Server) initFS(ctx context.Context) error {
+	if err := s.fs.Init(ctx, s); err != nil {
+		return fmt.Errorf("file system init: %w", err)
+	}
+	s.initialised.Store(true)
+	return nil
+}
+
+// destroy calls FileSystem.Destroy once, if Init succeeded: on FUSE_DESTROY
+// or when Serve returns, whichever comes first.
+func (s *Server) destroy() {
+	if s.initialised.Load() && s.destroyed.CompareAndSwap(false, true) {
+		s.fs.Destroy()
+	}
+}
+
 func (s *Server) cancelAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -342,7 +381,12 @@ func (s *Server) readLoop(c *Conn, st *readerState, stop <-chan struct{}) error 
 			return err
 		}
 		for s.wedge.Load() {
-			time.Sleep(10 * time.Millisecond)
+			select {
+			case <-stop:
+				s.pool.put(bp)
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 		bp = s.dispatch(c, bp, n, stop)
 	}
@@ -354,27 +398,25 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]b
 	msg := (*bp)[:n]
 	var h abi.InHeader
 	if err := abi.Decode(msg, &h); err != nil {
-		if n >= 16 {
-			// The unique is readable: answer so the caller is not left hanging.
-			u := uint64(0)
-			for i := 15; i >= 8; i-- {
-				u = u<<8 | uint64(msg[i])
-			}
-			s.replyError(c, u, syscall.EIO)
-		}
 		s.log.WithField("bytes", n).Error("fuse: dropping message shorter than a request header")
+		if n >= 16 {
+			// Opcode and unique are readable: answer so the caller is not
+			// left hanging (unless the opcode gets no answer).
+			op := abi.Opcode(le32(msg[4:]))
+			s.replyMalformed(c, op, le64(msg[8:]))
+		}
 		return bp
 	}
 	if int(h.Len) != n {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "len": h.Len, "read": n}).Error("fuse: request length disagrees with bytes read")
-		s.replyError(c, h.Unique, syscall.EIO)
+		s.replyMalformed(c, h.Opcode, h.Unique)
 		return bp
 	}
 	payload := msg[abi.SizeInHeader:]
 	ext := int(h.TotalExtlen) * 8
 	if ext > len(payload) {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "extlen": ext}).Error("fuse: extension longer than request")
-		s.replyError(c, h.Unique, syscall.EIO)
+		s.replyMalformed(c, h.Opcode, h.Unique)
 		return bp
 	}
 
@@ -391,12 +433,9 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]b
 		s.notifyReply(&h, payload)
 		return bp
 	}
-
-	// Take a slot; while none is free the kernel keeps requests queued.
-	select {
-	case s.slots <- struct{}{}:
-	case <-stop:
-		s.replyError(c, h.Unique, syscall.EINTR)
+	if h.Unique == 0 {
+		// A reply with unique 0 would be taken for a notification.
+		s.log.WithField("op", h.Opcode).Error("fuse: dropping request with unique 0")
 		return bp
 	}
 
@@ -414,13 +453,44 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) *[]b
 	r.in = body[:len(body)-ext]
 	r.ext = body[len(body)-ext:]
 
+	// Register before waiting for a slot, so an INTERRUPT that comes
+	// meanwhile finds the request (instead of bouncing with EAGAIN until a
+	// slot frees) and the handler starts with its context cancelled.
 	s.mu.Lock()
 	s.inflight[h.Unique] = r
 	s.mu.Unlock()
+
+	// Take a slot; while none is free the kernel keeps requests queued.
+	select {
+	case s.slots <- struct{}{}:
+	case <-stop:
+		s.mu.Lock()
+		delete(s.inflight, h.Unique)
+		s.mu.Unlock()
+		s.replyError(c, h.Unique, syscall.EINTR)
+		s.pool.put(r.buf)
+		return bp
+	}
 	s.handlers.Add(1)
 	go r.serve()
 	return bp
 }
+
+// replyMalformed answers a request that could not be decoded with EIO,
+// unless its opcode gets no reply or its unique is 0 (a reply with unique 0
+// would be read as a notification).
+func (s *Server) replyMalformed(c *Conn, op abi.Opcode, unique uint64) {
+	if op.NoReply() || op == abi.OpInterrupt || unique == 0 {
+		return
+	}
+	s.replyError(c, unique, syscall.EIO)
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
 
 // smallRequest is the size up to which a request is copied out of the read
 // buffer (every request but large WRITE, SETXATTR and IOCTL payloads).
@@ -429,8 +499,7 @@ const smallRequest = 4096
 func (s *Server) interrupt(c *Conn, h *abi.InHeader, payload []byte) {
 	var in abi.InterruptIn
 	if err := abi.Decode(payload, &in); err != nil {
-		s.log.WithError(err).Error("fuse: malformed INTERRUPT")
-		s.replyError(c, h.Unique, syscall.EIO)
+		s.log.WithError(err).Error("fuse: malformed INTERRUPT dropped")
 		return
 	}
 	s.mu.Lock()
