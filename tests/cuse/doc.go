@@ -1,0 +1,9 @@
+// Package cusevm holds fusegate's CUSE tests against a real kernel: they run
+// inside the minimal qemu guest (tests/vm) with Debian 12's kernel, whose
+// cuse.ko this machine's kernel lacks, and skip elsewhere. The test binary
+// starts the statically built `fusegate device` as a child, acts as the
+// device's client itself or from child processes (re-executing itself in a
+// role), and never serves a device it uses. Run them with tests/cuse/exec-vm,
+// which builds fusegate and hands it to the guest. It has no code of its own
+// and must never be imported.
+package cusevm
