@@ -108,7 +108,7 @@ func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out 
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if err := fs.gateOpen(ctx, r, n, "", in.Flags); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
@@ -133,7 +133,7 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 	if err := validName(name); err != nil {
 		return err
 	}
-	if err := fs.gate(ctx, r, p, name); err != nil {
+	if err := fs.gateOpen(ctx, r, p, name, in.Flags); err != nil {
 		return err
 	}
 	// O_NOFOLLOW: a symlink that appeared under the name since the kernel
@@ -155,7 +155,7 @@ func (fs *FS) Tmpfile(ctx context.Context, r *fusedev.Request, in *abi.CreateIn,
 		return err
 	}
 	defer fs.put(p)
-	if err := fs.gate(ctx, r, p, ""); err != nil {
+	if err := fs.gateOpen(ctx, r, p, "", in.Flags); err != nil {
 		return err
 	}
 	flags := int(in.Flags)&^(unix.O_CREAT|unix.O_NOCTTY|unix.O_DIRECT|unix.O_NOFOLLOW) | unix.O_TMPFILE | unix.O_CLOEXEC

@@ -299,6 +299,15 @@ func (fs *FS) gate(ctx context.Context, r *fusedev.Request, n *node, name string
 	return fs.opts.Check(ctx, &Access{Request: r, Name: name, fs: fs, n: n})
 }
 
+// gateOpen is gate for OPEN, CREATE and TMPFILE, whose open(2) flags the
+// gate needs to tell a read from a write.
+func (fs *FS) gateOpen(ctx context.Context, r *fusedev.Request, n *node, name string, flags uint32) error {
+	if fs.opts.Check == nil {
+		return nil
+	}
+	return fs.opts.Check(ctx, &Access{Request: r, Name: name, OpenFlags: flags, fs: fs, n: n})
+}
+
 // gate2 is gate for requests about two names (RENAME, LINK).
 func (fs *FS) gate2(ctx context.Context, r *fusedev.Request, n *node, name string, n2 *node, name2 string) error {
 	if fs.opts.Check == nil {

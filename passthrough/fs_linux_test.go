@@ -343,3 +343,40 @@ func TestAccessObject(t *testing.T) {
 		t.Errorf("objects seen by the gate: %+v", objs)
 	}
 }
+
+func TestGateSeesOpenFlags(t *testing.T) {
+	type seen struct {
+		op    abi.Opcode
+		path  string
+		flags uint32
+	}
+	var got []seen
+	fs, dir := newFS(t, Options{Passthrough: PassthroughOff, Check: func(ctx context.Context, a *Access) error {
+		got = append(got, seen{a.Request.Opcode, a.Path(), a.OpenFlags})
+		return nil
+	}})
+	ctx := context.Background()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644)
+	var e abi.EntryOut
+	if err := fs.Lookup(ctx, req(abi.OpLookup, 1), "f", &e); err != nil {
+		t.Fatal(err)
+	}
+	var out abi.OpenOut
+	if err := fs.Open(ctx, req(abi.OpOpen, e.NodeID), &abi.OpenIn{Flags: unix.O_RDWR}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var ce abi.EntryOut
+	var cout abi.OpenOut
+	if err := fs.Create(ctx, req(abi.OpCreate, 1), &abi.CreateIn{Flags: unix.O_WRONLY | unix.O_CREAT, Mode: 0o644}, "new", &ce, &cout); err != nil {
+		t.Fatal(err)
+	}
+	want := []seen{{abi.OpLookup, "/f", 0}, {abi.OpOpen, "/f", unix.O_RDWR}, {abi.OpCreate, "/new", unix.O_WRONLY | unix.O_CREAT}}
+	if len(got) != len(want) {
+		t.Fatalf("gate saw %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("gate call %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

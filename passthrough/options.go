@@ -148,6 +148,10 @@ type Access struct {
 	// NewName and NewParent describe the second name of RENAME and LINK
 	// (LINK: Name is the new name in the node, the linked node is NewParent).
 	NewName string
+	// OpenFlags are the open(2) flags of OPEN, CREATE and TMPFILE (0 for
+	// other requests), so the gate can tell an open for reading from one
+	// for writing.
+	OpenFlags uint32
 
 	fs        *FS
 	n         *node
