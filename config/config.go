@@ -7,7 +7,9 @@
 // duplicates, mounts nested in one another (a daemon touching its own mount
 // can deadlock). Check additionally looks at the machine: lower directories
 // and mount point parents exist, users and groups resolve, policy files
-// parse. Every error names file:line:col and the field.
+// parse; it never looks at a mount point where a FUSE file system is
+// mounted (it may be the caller's own, or wedged). Every error names
+// file:line:col and the field.
 //
 // The package must never create, mount or change anything.
 package config
@@ -23,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/internal/tomlx"
 	"github.com/fusegate/fusegate/policy"
 )
@@ -468,6 +471,13 @@ func (c *Config) Check() error {
 	for i, m := range c.Mounts {
 		at := func(k string) string { return fmt.Sprintf("mount[%d].%s", i, k) }
 		for _, d := range []struct{ field, path string }{{"source", m.Source}, {"mountpoint", m.Mountpoint}} {
+			if d.field == "mountpoint" && fuseMounted(d.path) {
+				// A FUSE file system is mounted there: a directory, and one
+				// that may belong to the daemon asking (which must never
+				// touch its own mounts) or to a wedged server (stat would
+				// hang). Do not look.
+				continue
+			}
 			st, err := os.Stat(d.path)
 			switch {
 			case err == nil && !st.IsDir():
@@ -502,6 +512,13 @@ func (c *Config) Check() error {
 		}
 	}
 	return p.errs.Err()
+}
+
+// fuseMounted reports whether /proc/self/mountinfo lists a FUSE mount at
+// path (read without touching the mount).
+func fuseMounted(path string) bool {
+	_, ok, err := fusedev.FindMount(path)
+	return err == nil && ok
 }
 
 // createdByParent reports whether MkdirAll could create path: it creates
