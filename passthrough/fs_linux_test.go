@@ -380,3 +380,41 @@ func TestGateSeesOpenFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessStatNew(t *testing.T) {
+	var news []Object
+	fs, dir := newFS(t, Options{Check: func(ctx context.Context, a *Access) error {
+		o, err := a.StatNew()
+		if err != nil {
+			return err
+		}
+		if a.Request.Opcode == abi.OpRename2 || a.Request.Opcode == abi.OpLink {
+			news = append(news, o)
+		}
+		return nil
+	}})
+	ctx := context.Background()
+	os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o640)
+	os.WriteFile(filepath.Join(dir, "b"), []byte("b"), 0o600)
+	var a abi.EntryOut
+	if err := fs.Lookup(ctx, req(abi.OpLookup, 1), "a", &a); err != nil {
+		t.Fatal(err)
+	}
+	// RENAME a -> b: the target exists (mode 0600); then c -> d: it does not.
+	if err := fs.Rename(ctx, req(abi.OpRename2, 1), &abi.Rename2In{Newdir: 1}, "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "c"), nil, 0o644)
+	if err := fs.Rename(ctx, req(abi.OpRename2, 1), &abi.Rename2In{Newdir: 1}, "c", "d"); err != nil {
+		t.Fatal(err)
+	}
+	// LINK: the second file is the existing one (b, formerly a: 0640).
+	var l abi.EntryOut
+	if err := fs.Link(ctx, req(abi.OpLink, 1), &abi.LinkIn{OldNodeID: a.NodeID}, "e", &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(news) != 3 || !news[0].Exists || news[0].Mode&0o777 != 0o600 || news[1].Exists ||
+		!news[2].Exists || news[2].Mode&0o777 != 0o640 {
+		t.Errorf("second objects seen by the gate: %+v", news)
+	}
+}

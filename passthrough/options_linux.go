@@ -14,15 +14,27 @@ type Object struct {
 // Stat looks at the file the request is about (Name in the node, or the
 // node itself), without following a symlink. A missing name is reported
 // with Exists false, not as an error.
-func (a *Access) Stat() (Object, error) {
-	fd, err := a.fs.pin(a.n)
+func (a *Access) Stat() (Object, error) { return a.stat(a.n, a.Name) }
+
+// StatNew looks at the request's second file, as Stat does: the target of
+// RENAME (Exists false when nothing is replaced) and the existing file of
+// LINK. Other requests have none: Exists false.
+func (a *Access) StatNew() (Object, error) {
+	if a.newParent == nil {
+		return Object{}, nil
+	}
+	return a.stat(a.newParent, a.NewName)
+}
+
+func (a *Access) stat(n *node, name string) (Object, error) {
+	fd, err := a.fs.pin(n)
 	if err != nil {
 		return Object{}, err
 	}
-	defer a.fs.unpin(a.n)
+	defer a.fs.unpin(n)
 	var st unix.Statx_t
-	if a.Name != "" {
-		err = statxAt(fd, a.Name, &st)
+	if name != "" {
+		err = statxAt(fd, name, &st)
 	} else {
 		err = statxFd(fd, &st)
 	}
