@@ -1,0 +1,137 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/fusegate/fusegate/config"
+	"github.com/fusegate/fusegate/cuse"
+	"github.com/fusegate/fusegate/cuse/host"
+)
+
+// errNoCuse marks a device that could not be created because the kernel
+// has no CUSE: a warning, not a failure of the daemon.
+var errNoCuse = cuse.ErrNoCuse
+
+// device is one configured CUSE device.
+type device struct {
+	cfg  config.Device
+	spec host.Spec
+	log  logrus.FieldLogger
+	dev  *host.Device // set once started; never changed after
+
+	mu       sync.Mutex
+	state    string    // guarded by mu
+	err      string    // guarded by mu
+	since    time.Time // guarded by mu
+	stopping bool      // guarded by mu; the daemon removes it: its end is expected
+}
+
+func (dv *device) setState(state, err string) {
+	dv.mu.Lock()
+	dv.state, dv.err, dv.since = state, err, time.Now()
+	dv.mu.Unlock()
+}
+
+func (dv *device) running() bool {
+	dv.mu.Lock()
+	defer dv.mu.Unlock()
+	return dv.state == stateRunning
+}
+
+// specOf turns a device's configuration into cuse/host's Spec.
+func specOf(dc config.Device) (host.Spec, error) {
+	s := host.Spec{
+		Name: dc.Name, Kind: string(dc.Kind), Major: dc.Major, Minor: dc.Minor,
+		Mode: dc.Mode, Capacity: dc.Capacity, Socket: dc.Socket,
+	}
+	uid, err := config.LookupUID(dc.Owner)
+	if err != nil {
+		return s, fmt.Errorf("device %s: owner: %w", dc.Name, err)
+	}
+	gid, err := config.LookupGID(dc.Group)
+	if err != nil {
+		return s, fmt.Errorf("device %s: group: %w", dc.Name, err)
+	}
+	s.UID, s.GID = &uid, &gid
+	if err := s.Check(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// startDevice creates the device and returns once its node exists with its
+// owner and mode. Without CUSE in the kernel it returns an error wrapping
+// errNoCuse and a device in state "unavailable".
+func (d *Daemon) startDevice(dc config.Device) (*device, error) {
+	dv := &device{cfg: dc, log: d.log.WithField("device", dc.Name)}
+	dv.setState(stateStarting, "")
+	spec, err := specOf(dc)
+	if err != nil {
+		dv.setState(stateFailed, err.Error())
+		return dv, err
+	}
+	dv.spec = spec
+	opts := d.opts.Devices
+	opts.Logger = dv.log
+	// The device lives until stopDevice: its context is not the caller's.
+	dev, err := host.Start(context.Background(), spec, opts)
+	if err != nil {
+		if errors.Is(err, errNoCuse) {
+			dv.setState(stateUnavailable, err.Error())
+			return dv, err
+		}
+		dv.setState(stateFailed, err.Error())
+		dv.log.WithError(err).Error("device failed")
+		return dv, err
+	}
+	dv.dev = dev
+	dv.setState(stateRunning, "")
+	major, minor := dev.DevNum()
+	dv.log.WithFields(logrus.Fields{"path": dev.Path(), "kind": dc.Kind, "major": major, "minor": minor}).Info("device ready")
+	go d.watchDevice(dv)
+	return dv, nil
+}
+
+// watchDevice notices a device that ends without the daemon asking.
+func (d *Daemon) watchDevice(dv *device) {
+	<-dv.dev.Done()
+	dv.mu.Lock()
+	expected := dv.stopping
+	dv.mu.Unlock()
+	if expected {
+		return
+	}
+	why := "the kernel closed the device"
+	if err := dv.dev.Err(); err != nil {
+		why = err.Error()
+	}
+	dv.setState(stateFailed, why)
+	dv.log.Warnf("device ended: %s; a reload creates it again", why)
+	d.notify.Status(d.summary())
+}
+
+// stopDevice removes the device: requests in flight are answered (within
+// the shutdown grace), then /dev/cuse is closed and the kernel removes the
+// node.
+func (d *Daemon) stopDevice(dv *device) {
+	dv.mu.Lock()
+	wasRunning := dv.state == stateRunning
+	dv.stopping = true
+	dv.mu.Unlock()
+	if !wasRunning || dv.dev == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.shutdownGrace()+5*time.Second)
+	defer cancel()
+	if err := dv.dev.Stop(ctx); err != nil {
+		dv.log.WithError(err).Error("removing the device")
+	}
+	dv.setState(stateStopped, "")
+	dv.log.Info("device removed")
+}

@@ -1,0 +1,371 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/fusegate/fusegate/config"
+	"github.com/fusegate/fusegate/fusedev"
+	"github.com/fusegate/fusegate/passthrough"
+	"github.com/fusegate/fusegate/policy"
+)
+
+// States of a mount or device.
+const (
+	stateStarting    = "starting"
+	stateRunning     = "running"
+	stateFailed      = "failed"      // did not start; see its error
+	stateUnmounted   = "unmounted"   // unmounted (or aborted) from outside the daemon
+	stateStopped     = "stopped"     // stopped by the daemon
+	stateUnavailable = "unavailable" // a device without CUSE in the kernel
+)
+
+// initTimeout bounds the wait for the kernel's INIT after mount(2).
+const initTimeout = 30 * time.Second
+
+// mount is one configured mount: a passthrough mirror served on a /dev/fuse
+// connection, under a policy engine of its own.
+type mount struct {
+	cfg config.Mount
+	log logrus.FieldLogger
+
+	policy atomic.Pointer[loadedPolicy]
+	engine atomic.Pointer[policy.Engine] // nil: policy "none"
+	eng    *policy.Engine                // the engine, kept across "none" (Swap keeps it)
+
+	// Set once the mount exists; never changed after. The connection is
+	// what a restart would hand to systemd's fd store.
+	fs     *passthrough.FS
+	conn   *fusedev.Conn
+	srv    *fusedev.Server
+	cancel context.CancelFunc // stops the serving loop (not the mount)
+	done   chan struct{}      // closed when Serve returned (or never ran)
+	served error              // Serve's result, set before done is closed
+
+	mu       sync.Mutex
+	state    string    // guarded by mu
+	err      string    // guarded by mu; why it failed or ended
+	since    time.Time // guarded by mu; when state was entered
+	stopping bool      // guarded by mu; the daemon ends it: Serve's end is expected
+}
+
+func (m *mount) setState(state, err string) {
+	m.mu.Lock()
+	m.state, m.err, m.since = state, err, time.Now()
+	m.mu.Unlock()
+}
+
+func (m *mount) running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state == stateRunning
+}
+
+// setPolicy makes lp the mount's policy: the engine keeps its identity
+// across policy changes (Swap), so requests being decided finish with the
+// old policy and the next one sees the new.
+func (m *mount) setPolicy(lp *loadedPolicy, opts policy.Options) {
+	m.policy.Store(lp)
+	if lp.p == nil {
+		m.engine.Store(nil)
+		return
+	}
+	if m.eng == nil {
+		m.eng = policy.NewEngine(lp.p, opts)
+	} else {
+		m.eng.Swap(lp.p)
+	}
+	m.engine.Store(m.eng)
+}
+
+// sameMount reports whether two configurations of a mount differ only in
+// their policy (which a reload applies in place).
+func sameMount(a, b config.Mount) bool {
+	a.Policy, b.Policy = "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// mountOptions turns a mount's options into fusedev's.
+func mountOptions(mc config.Mount, ns fusedev.MountNamespace) (fusedev.MountOptions, error) {
+	o := fusedev.MountOptions{FSName: mc.Source, Subtype: "fusegate", Namespace: ns}
+	for _, opt := range mc.Options {
+		k, v, _ := strings.Cut(opt, "=")
+		switch k {
+		case "allow_other":
+			o.AllowOther = true
+		case "default_permissions":
+			o.DefaultPermissions = true
+		case "ro":
+			o.ReadOnly = true
+		case "rw":
+			o.ReadOnly = false
+		case "noexec":
+			o.NoExec = true
+		case "exec":
+			o.NoExec = false
+		case "suid":
+			o.Suid = true
+		case "nosuid":
+			o.Suid = false
+		case "dev":
+			o.Dev = true
+		case "nodev":
+			o.Dev = false
+		case "fsname":
+			o.FSName = v
+		case "subtype":
+			o.Subtype = v
+		case "max_read":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return o, fmt.Errorf("mount %s: option %q: want max_read=BYTES", mc.Name, opt)
+			}
+			o.MaxRead = uint32(n)
+		default:
+			return o, fmt.Errorf("mount %s: unknown option %q", mc.Name, opt)
+		}
+	}
+	return o, nil
+}
+
+func (d *Daemon) policyOptions(log logrus.FieldLogger) policy.Options {
+	return policy.Options{Logger: log}
+}
+
+// startMount mounts mc and serves it. It returns once the kernel's INIT is
+// answered, or with the reason it could not be; the mount it returns then
+// says "failed".
+func (d *Daemon) startMount(mc config.Mount, lp *loadedPolicy) (*mount, error) {
+	m := &mount{cfg: mc, log: d.log.WithField("mount", mc.Name), done: make(chan struct{})}
+	m.setState(stateStarting, "")
+	m.setPolicy(lp, d.policyOptions(m.log))
+	if err := d.mountAndServe(m); err != nil {
+		m.setState(stateFailed, err.Error())
+		if m.srv == nil {
+			close(m.done)
+		}
+		m.log.WithError(err).Error("mount failed")
+		return m, err
+	}
+	m.setState(stateRunning, "")
+	go d.watchMount(m)
+	pt := m.fs.Stats()
+	f := logrus.Fields{"source": mc.Source, "mountpoint": mc.Mountpoint, "policy": lp.name(), "passthrough": pt.Passthrough}
+	if neg := m.srv.Negotiated(); neg != nil {
+		f["protocol"] = fmt.Sprintf("%d.%d", neg.Major, neg.Minor)
+	}
+	if pt.Fallback != "" {
+		f["passthrough_fallback"] = pt.Fallback
+	}
+	m.log.WithFields(f).Info("mounted")
+	return m, nil
+}
+
+func (d *Daemon) mountAndServe(m *mount) error {
+	mc := m.cfg
+	mopts, err := mountOptions(mc, d.ns)
+	if err != nil {
+		return err
+	}
+	if err := d.clearStale(m); err != nil {
+		return err
+	}
+	if mc.Create {
+		// Directories only: never a stat of a mount this daemon serves
+		// (clearStale made sure nothing is mounted at the mount point).
+		for _, dir := range []string{mc.Source, mc.Mountpoint} {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("create %s: %w", dir, err)
+			}
+		}
+	}
+	mode, err := passthrough.ParseMode(string(mc.Passthrough))
+	if err != nil {
+		return err
+	}
+	pfs, err := passthrough.New(mc.Source, passthrough.Options{
+		Logger:      m.log,
+		Passthrough: mode,
+		Mountpoint:  mc.Mountpoint,
+		Check:       m.check,
+		Timeouts:    m.timeouts,
+	})
+	if err != nil {
+		return err
+	}
+	conn, err := fusedev.Mount(mc.Mountpoint, mopts)
+	if err != nil {
+		pfs.Close()
+		return err
+	}
+	srv := fusedev.NewServer(conn, pfs, fusedev.Options{
+		Logger:        m.log,
+		Readers:       mc.Readers,
+		Flags:         pfs.InitFlags(),
+		ShutdownGrace: d.shutdownGrace(),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	m.fs, m.conn, m.srv, m.cancel = pfs, conn, srv, cancel
+	go func() {
+		m.served = srv.Serve(ctx)
+		close(m.done)
+	}()
+	var initErr error
+	select {
+	case <-srv.Ready():
+		if srv.Negotiated() != nil {
+			return nil
+		}
+		<-m.done
+		initErr = m.served
+	case <-m.done:
+		initErr = m.served
+	case <-time.After(initTimeout):
+		initErr = fmt.Errorf("the kernel sent no INIT within %v", initTimeout)
+	}
+	if initErr == nil {
+		initErr = errors.New("the connection ended before INIT")
+	}
+	m.mu.Lock()
+	m.stopping = true
+	m.mu.Unlock()
+	cancel()
+	fusedev.Unmount(mc.Mountpoint, fusedev.UnmountOptions{Lazy: true, Namespace: d.ns})
+	<-m.done
+	conn.Close()
+	return fmt.Errorf("answering INIT: %w", initErr)
+}
+
+// clearStale makes sure no FUSE file system is mounted at the mount point:
+// one whose server died (a crash, a watchdog kill) is unmounted; one that
+// is served by another process is an error. The daemon does not serve
+// anything there yet, so it may ask the mount.
+func (d *Daemon) clearStale(m *mount) error {
+	mp := m.cfg.Mountpoint
+	state, err := fusedev.Probe(mp, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	switch state {
+	case fusedev.NotMounted:
+		return nil
+	case fusedev.Stale:
+		m.log.WithField("mountpoint", mp).Warn("clearing a stale FUSE mount left by a server that died")
+		if err := fusedev.Unmount(mp, fusedev.UnmountOptions{Lazy: true, Namespace: d.ns}); err != nil {
+			return fmt.Errorf("clearing the stale mount at %s: %w", mp, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is already a FUSE mount (%s) of another process; unmount it first ('fusegate umount %s')", mp, state, mp)
+}
+
+// watchMount notices a mount that ends without the daemon asking: an
+// unmount from outside, or an aborted connection.
+func (d *Daemon) watchMount(m *mount) {
+	<-m.done
+	m.mu.Lock()
+	expected := m.stopping
+	m.mu.Unlock()
+	if expected {
+		return
+	}
+	why := "unmounted from outside the daemon"
+	if m.served != nil {
+		why = m.served.Error()
+	}
+	m.setState(stateUnmounted, why)
+	m.conn.Close()
+	m.log.WithField("mountpoint", m.cfg.Mountpoint).Warnf("mount ended: %s; a reload mounts it again", why)
+	d.notify.Status(d.summary())
+}
+
+// stopServing stops the serving loop (requests in flight get the shutdown
+// grace) and leaves the mount and its connection as they are: what a
+// restart that keeps its mounts does.
+func (m *mount) stopServing() {
+	m.mu.Lock()
+	m.stopping = true
+	m.mu.Unlock()
+	if m.cancel != nil {
+		m.cancel()
+	}
+	<-m.done
+}
+
+// unmount unmounts the mount point: at once when nothing on it is in use,
+// else lazily (detached now, gone when the last file is closed).
+func (m *mount) unmount(ns fusedev.MountNamespace) error {
+	mp := m.cfg.Mountpoint
+	err := fusedev.Unmount(mp, fusedev.UnmountOptions{Namespace: ns})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EBUSY):
+		m.log.Warn("mount is busy; detaching it lazily: open files keep being served until the shutdown grace ends")
+		return fusedev.Unmount(mp, fusedev.UnmountOptions{Lazy: true, Namespace: ns})
+	case errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENOENT):
+		return nil // not mounted any more
+	}
+	return err
+}
+
+// stopMount ends a mount for good: unmount, let the requests still coming
+// (releases, flushes of files open on a detached mount) be answered for up
+// to the shutdown grace, stop serving, close the connection, and sync the
+// lower file system.
+func (d *Daemon) stopMount(m *mount) {
+	m.mu.Lock()
+	wasRunning := m.state == stateRunning
+	m.stopping = true
+	m.mu.Unlock()
+	if !wasRunning || m.srv == nil {
+		if m.conn != nil {
+			m.conn.Close()
+		}
+		return
+	}
+	grace := d.shutdownGrace()
+	if err := m.unmount(d.ns); err != nil {
+		m.log.WithError(err).Error("unmount failed")
+	}
+	select {
+	case <-m.done:
+	case <-time.After(grace):
+		m.log.Warnf("files still open on the detached mount after %v; closing its connection", grace)
+	}
+	m.stopServing()
+	m.conn.Close()
+	syncLower(m.cfg.Source, grace)
+	m.setState(stateStopped, "")
+	m.log.Info("unmounted")
+}
+
+// syncLower flushes the lower file system (syncfs), waiting at most limit.
+func syncLower(dir string, limit time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		unix.Syncfs(fd)
+		unix.Close(fd)
+	}()
+	select {
+	case <-done:
+	case <-time.After(limit):
+	}
+}
