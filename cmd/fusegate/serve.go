@@ -74,13 +74,13 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	})
 
 	sigs := make(chan os.Signal, 8)
-	wanted := []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 	wedge := os.Getenv(testWedgeEnv) == "1"
 	if wedge {
 		e.log.Warnf("TEST ONLY: %s=1: SIGUSR2 wedges every mount's serving loop; never set this on a real system", testWedgeEnv)
-		wanted = append(wanted, syscall.SIGUSR2)
 	}
-	signal.Notify(sigs, wanted...)
+	// SIGUSR2 is always caught, so that one sent by mistake neither kills
+	// the daemon (leaving stale mounts) nor, without the variable, wedges.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -95,6 +95,10 @@ func runServe(ctx context.Context, e *env, args []string) int {
 				case syscall.SIGHUP:
 					go d.Reload(runCtx, "SIGHUP")
 				case syscall.SIGUSR2:
+					if !wedge {
+						e.log.Warnf("SIGUSR2 ignored (it wedges serving loops only in tests, with %s=1)", testWedgeEnv)
+						continue
+					}
 					d.WedgeForTest()
 				default:
 					e.log.WithField("signal", signalName(sig)).Info("stopping")

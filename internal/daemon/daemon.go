@@ -201,7 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	l, err := d.load()
 	if err != nil {
 		d.opMu.Unlock()
-		return fmt.Errorf("configuration %s: %w", d.configName(), err)
+		return err // it names the file (file:line:col: field: ...)
 	}
 	d.applySettings(l.cfg)
 	lis, created, err := d.listen(l)

@@ -159,21 +159,23 @@ func objectOf(a *passthrough.Access, path string) (policy.Object, error) {
 func policyPath(p string) string { return strings.Trim(p, "/") }
 
 // timeouts are the kernel cache timeouts of entries
-// (passthrough.Options.Timeouts): none on app-private paths, so the dentry
-// cache the kernel shares between callers cannot answer one app's lookup
-// with another's result; the policy's default elsewhere.
+// (passthrough.Options.Timeouts): those of the rule deciding the path,
+// whoever the caller is (zero where lookups are answered differently for
+// different callers, so the dentry cache the kernel shares between callers
+// cannot answer one app with another's result). They are read from a
+// decision for a trusted caller by an engine kept for that alone, so the
+// mount's decision counters count requests only.
 func (m *mount) timeouts(ctx context.Context, e *passthrough.EntryInfo) passthrough.Timeouts {
-	eng := m.engine.Load()
+	eng := m.timing.Load()
 	if eng == nil {
+		if !e.Exists {
+			return passthrough.Timeouts{Entry: defaultTimeout}
+		}
 		return passthrough.Timeouts{Entry: defaultTimeout, Attr: defaultTimeout}
 	}
-	if eng.Policy().IsAppPrivate(policyPath(e.Path())) {
-		return passthrough.Timeouts{}
-	}
-	if !e.Exists {
-		return passthrough.Timeouts{Entry: defaultTimeout}
-	}
-	return passthrough.Timeouts{Entry: policy.DefaultTimeout, Attr: policy.DefaultTimeout}
+	obj := policy.Object{Path: policyPath(e.Path()), Exists: e.Exists, Dir: e.Mode&unix.S_IFMT == unix.S_IFDIR}
+	d := eng.Decide(ctx, policy.Caller{UID: 0, GID: 0}, policy.OpLookup, obj)
+	return passthrough.Timeouts{Entry: d.EntryTimeout, Attr: d.AttrTimeout}
 }
 
 // defaultTimeout is the cache timeout of a mount without a policy.

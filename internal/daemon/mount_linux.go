@@ -43,6 +43,7 @@ type mount struct {
 
 	policy atomic.Pointer[loadedPolicy]
 	engine atomic.Pointer[policy.Engine] // nil: policy "none"
+	timing atomic.Pointer[policy.Engine] // the same policy, asked only for cache timeouts
 	eng    *policy.Engine                // the engine, kept across "none" (Swap keeps it)
 
 	// Set once the mount exists; never changed after. The connection is
@@ -80,8 +81,10 @@ func (m *mount) setPolicy(lp *loadedPolicy, opts policy.Options) {
 	m.policy.Store(lp)
 	if lp.p == nil {
 		m.engine.Store(nil)
+		m.timing.Store(nil)
 		return
 	}
+	m.timing.Store(policy.NewEngine(lp.p, policy.Options{Logger: opts.Logger}))
 	if m.eng == nil {
 		m.eng = policy.NewEngine(lp.p, opts)
 	} else {
