@@ -131,9 +131,24 @@ func New(opts Options) *Daemon {
 		d.ns = *opts.Namespace
 	} else {
 		d.ns = fusedev.HostNamespace()
+		if d.ns.Path == "" {
+			if _, err := os.Stat(pid1Namespace); err != nil && !errors.Is(err, os.ErrNotExist) {
+				// HostNamespace cannot tell: PID 1's namespace is out of
+				// reach. Under a hardened unit the mounts would then be made
+				// in the service's own namespace, invisible to everyone else.
+				d.log.WithError(err).Warnf("cannot look at PID 1's mount namespace: mounts are made in this process's own; if it is private (PrivateTmp=, ProtectHome=...), nobody else sees them (the unit needs CAP_SYS_PTRACE and CAP_SYS_CHROOT besides CAP_SYS_ADMIN)")
+			}
+		}
+	}
+	if d.ns.Path != "" {
+		d.log.WithField("namespace", d.ns.Path).Info("this process runs in a mount namespace of its own: mounting in PID 1's")
 	}
 	return d
 }
+
+// pid1Namespace is the mount namespace mounts are made in under a hardened
+// systemd unit.
+const pid1Namespace = "/proc/1/ns/mnt"
 
 // loaded is a configuration that passed every check, with its policies.
 type loaded struct {
