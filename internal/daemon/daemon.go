@@ -136,7 +136,13 @@ func New(opts Options) *Daemon {
 				// HostNamespace cannot tell: PID 1's namespace is out of
 				// reach. Under a hardened unit the mounts would then be made
 				// in the service's own namespace, invisible to everyone else.
-				d.log.WithError(err).Warnf("cannot look at PID 1's mount namespace: mounts are made in this process's own; if it is private (PrivateTmp=, ProtectHome=...), nobody else sees them (the unit needs CAP_SYS_PTRACE and CAP_SYS_CHROOT besides CAP_SYS_ADMIN)")
+				// (By hand, in a container, PID 1 is simply not ours.)
+				log := d.log.WithError(err)
+				if os.Getenv("INVOCATION_ID") != "" { // a systemd service
+					log.Warn("cannot look at PID 1's mount namespace: mounts are made in this process's own; if the unit gives it a private one (PrivateTmp=, ProtectHome=...), nobody else sees them (the unit needs CAP_SYS_PTRACE and CAP_SYS_CHROOT besides CAP_SYS_ADMIN)")
+				} else {
+					log.Debug("cannot look at PID 1's mount namespace; mounting in this process's own")
+				}
 			}
 		}
 	}
