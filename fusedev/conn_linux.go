@@ -200,9 +200,18 @@ func (c *Conn) deadlinePassed() bool {
 func (c *Conn) Read(buf []byte) (int, error) {
 	var n int
 	var rerr error
+	// A blocking read(2) must go through the scheduler (unix.Read): made
+	// with RawSyscall it would hold its P while the server idles, and with
+	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
+	// run until the next request. A non-blocking read returns at once, so
+	// RawSyscall saves the scheduler's bookkeeping there.
+	readOnce := rawRead
+	if c.blocking {
+		readOnce = unix.Read
+	}
 	read := func(fd uintptr) {
 		for {
-			n, rerr = rawRead(int(fd), buf)
+			n, rerr = readOnce(int(fd), buf)
 			if rerr != unix.EINTR && rerr != unix.ENOENT {
 				return
 			}
@@ -348,12 +357,13 @@ func (c *Conn) Write(iov [][]byte) error {
 }
 
 // rawRead and rawWritev make their syscalls with RawSyscall, without
-// telling the scheduler: they never block (the descriptor is non-blocking;
-// the kernel consumes a reply at once), and entering a syscall the usual way
-// wakes the runtime's sysmon thread whenever it sleeps, which it does each
-// time the server goes idle: two extra context switches per request. In a
-// one-CPU qemu guest under TCG that tripled the time of a CUSE request
-// (docs/benchmarks/cuse.md).
+// telling the scheduler. Use them only where the call cannot block: a read
+// of a non-blocking descriptor, a reply (the kernel consumes it at once;
+// CUSE_INIT's reply, which creates the device, takes a few ms). Entering a
+// syscall the usual way wakes the runtime's sysmon thread whenever it
+// sleeps, which it does each time the server goes idle: two extra context
+// switches per request, which in a one-CPU qemu guest under TCG tripled the
+// time of a CUSE request (docs/benchmarks/cuse.md).
 func rawRead(fd int, buf []byte) (int, error) {
 	var p unsafe.Pointer
 	if len(buf) > 0 {
