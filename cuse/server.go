@@ -44,7 +44,9 @@ type Options struct {
 	Mode os.FileMode
 
 	Logger logrus.FieldLogger // default: discard
-	// Readers is the number of goroutines reading requests (default 2).
+	// Readers is the number of goroutines reading requests (default 1: a
+	// CUSE connection has one descriptor, so more readers only hand its lock
+	// around; handlers run concurrently anyway).
 	Readers int
 	// ShutdownGrace is how long Stop lets requests in flight finish before
 	// cancelling them (default 200 ms).
@@ -131,7 +133,7 @@ func New(dev Device, opts Options) (*Server, error) {
 		*v = max(*v, 4096)
 	}
 	if opts.Readers <= 0 {
-		opts.Readers = 2
+		opts.Readers = 1
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 200 * time.Millisecond

@@ -200,9 +200,18 @@ func (c *Conn) deadlinePassed() bool {
 func (c *Conn) Read(buf []byte) (int, error) {
 	var n int
 	var rerr error
+	// A blocking read(2) must go through the scheduler (unix.Read): made
+	// with RawSyscall it would hold its P while the server idles, and with
+	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
+	// run until the next request. A non-blocking read returns at once, so
+	// RawSyscall saves the scheduler's bookkeeping there.
+	readOnce := rawRead
+	if c.blocking {
+		readOnce = unix.Read
+	}
 	read := func(fd uintptr) {
 		for {
-			n, rerr = unix.Read(int(fd), buf)
+			n, rerr = readOnce(int(fd), buf)
 			if rerr != unix.EINTR && rerr != unix.ENOENT {
 				return
 			}
@@ -321,7 +330,7 @@ func (c *Conn) Write(iov [][]byte) error {
 	var werr error
 	err := c.rc.Control(func(fd uintptr) {
 		for {
-			_, werr = unix.Writev(int(fd), iov)
+			_, werr = rawWritev(int(fd), iov)
 			if werr != unix.EINTR {
 				return
 			}
@@ -331,7 +340,7 @@ func (c *Conn) Write(iov [][]byte) error {
 		// Only a socketpair with a full buffer says this; wait for room.
 		err = c.rc.Write(func(fd uintptr) bool {
 			for {
-				_, werr = unix.Writev(int(fd), iov)
+				_, werr = rawWritev(int(fd), iov)
 				if werr != unix.EINTR {
 					return werr != unix.EAGAIN
 				}
@@ -345,6 +354,48 @@ func (c *Conn) Write(iov [][]byte) error {
 		return werr
 	}
 	return nil
+}
+
+// rawRead and rawWritev make their syscalls with RawSyscall, without
+// telling the scheduler. Use them only where the call cannot block: a read
+// of a non-blocking descriptor, a reply (the kernel consumes it at once;
+// CUSE_INIT's reply, which creates the device, takes a few ms). Entering a
+// syscall the usual way wakes the runtime's sysmon thread whenever it
+// sleeps, which it does each time the server goes idle: two extra context
+// switches per request, which in a one-CPU qemu guest under TCG tripled the
+// time of a CUSE request (docs/benchmarks/cuse.md).
+func rawRead(fd int, buf []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(buf) > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(buf)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWritev(fd int, iov [][]byte) (int, error) {
+	var small [4]unix.Iovec
+	vs := small[:0]
+	for _, b := range iov {
+		if len(b) == 0 {
+			continue
+		}
+		v := unix.Iovec{Base: &b[0]}
+		v.SetLen(len(b))
+		vs = append(vs, v)
+	}
+	var p unsafe.Pointer
+	if len(vs) > 0 {
+		p = unsafe.Pointer(&vs[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(vs)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // Clone opens /dev/fuse again and attaches it to this connection with

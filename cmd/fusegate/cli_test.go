@@ -88,6 +88,12 @@ func sampleValue(name, ph string) string {
 		return "1s"
 	case ph == "float":
 		return "1.5"
+	case ph == "NUMBER" || ph == "BYTES":
+		return "4096"
+	case ph == "OCTAL":
+		return "0660"
+	case ph == "UID[:GID]":
+		return "0:0"
 	}
 	return "x"
 }

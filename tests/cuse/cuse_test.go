@@ -19,7 +19,7 @@ import (
 	"github.com/fusegate/fusegate/cuse/loopback"
 )
 
-func TestNodeOwnerAndMode(t *testing.T) {
+func TestMinimalNodeOwnerAndMode(t *testing.T) {
 	d := startDevice(t, "fg-owner", "--kind", "loopback", "--owner", "1234:5678", "--mode", "0660")
 	var st unix.Stat_t
 	if err := unix.Stat(d.path, &st); err != nil {
@@ -49,7 +49,7 @@ func TestNodeOwnerAndMode(t *testing.T) {
 	}
 }
 
-func TestFixedNumberAndMaxRead(t *testing.T) {
+func TestMinimalFixedNumberAndMaxRead(t *testing.T) {
 	d := startDevice(t, "fg-fixed", "--kind", "loopback", "--major", "60", "--minor", "3", "--max-read", "4096", "--capacity", "65536")
 	if got := sysDev(t, d.name); got != "60:3" {
 		t.Fatalf("device number %s, want 60:3", got)
@@ -68,7 +68,7 @@ func TestFixedNumberAndMaxRead(t *testing.T) {
 	}
 }
 
-func TestReadWritePoll(t *testing.T) {
+func TestMinimalReadWritePoll(t *testing.T) {
 	d := startDevice(t, "fg-rw", "--kind", "loopback", "--capacity", "1048576")
 	w := openDev(t, d.path, unix.O_WRONLY)
 	r := openDev(t, d.path, unix.O_RDONLY|unix.O_NONBLOCK)
@@ -147,7 +147,7 @@ func TestReadWritePoll(t *testing.T) {
 	}
 }
 
-func TestNonblockingEmptyRead(t *testing.T) {
+func TestMinimalNonblockingEmptyRead(t *testing.T) {
 	d := startDevice(t, "fg-nb", "--kind", "loopback")
 	fd := openDev(t, d.path, unix.O_RDWR|unix.O_NONBLOCK)
 	buf := make([]byte, 10)
@@ -202,7 +202,7 @@ func ioctlPtr(fd int, cmd uint32, arg unsafe.Pointer) (int, error) {
 	return int(r), nil
 }
 
-func TestIoctlEmbeddedPointer(t *testing.T) {
+func TestMinimalIoctlEmbeddedPointer(t *testing.T) {
 	d := startDevice(t, "fg-ioctl", "--kind", "loopback")
 	fd := openDev(t, d.path, unix.O_RDWR)
 	writeAll(t, fd, []byte("the quick brown fox"))
@@ -267,7 +267,7 @@ func blockedIn(t *testing.T, pid int) {
 	t.Fatalf("process %d never blocked in the device (wchan %q)", pid, b)
 }
 
-func TestBlockedReaderKilled(t *testing.T) {
+func TestMinimalBlockedReaderKilled(t *testing.T) {
 	d := startDevice(t, "fg-kill", "--kind", "loopback")
 	for i, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		r := child(t, "reader", d.path)
@@ -314,7 +314,7 @@ func TestBlockedReaderKilled(t *testing.T) {
 	}
 }
 
-func TestSigtermRemovesNode(t *testing.T) {
+func TestMinimalSigtermRemovesNode(t *testing.T) {
 	d := startDevice(t, "fg-term", "--kind", "loopback")
 	fd := openDev(t, d.path, unix.O_RDWR) // a user still holds it
 	if err := d.stop(); err != nil {
@@ -339,7 +339,7 @@ func TestSigtermRemovesNode(t *testing.T) {
 	}
 }
 
-func TestNameTaken(t *testing.T) {
+func TestMinimalNameTaken(t *testing.T) {
 	first := startDevice(t, "fg-dup", "--kind", "loopback")
 	for _, name := range []string{"fg-dup", "null"} {
 		d, err := launchDevice(t, name, "--kind", "loopback")
@@ -360,7 +360,7 @@ func TestNameTaken(t *testing.T) {
 	}
 }
 
-func TestSocketKind(t *testing.T) {
+func TestMinimalSocketKind(t *testing.T) {
 	sock := "/tmp/fg-driver.sock"
 	drv := child(t, "driver", sock)
 	out, err := drv.StdoutPipe()

@@ -3,7 +3,9 @@
 // cuse.ko this machine's kernel lacks, and skip elsewhere. The test binary
 // starts the statically built `fusegate device` as a child, acts as the
 // device's client itself or from child processes (re-executing itself in a
-// role), and never serves a device it uses. Run them with tests/cuse/exec-vm,
-// which builds fusegate and hands it to the guest. It has no code of its own
-// and must never be imported.
+// role), and never serves a device it uses. scripts/test runs them (its
+// VM step builds fusegate and passes it as payload to tests/vm/exec-minimal);
+// alone: CGO_ENABLED=0 go test -exec "$PWD/tests/cuse/exec-vm" ./tests/cuse/
+// (the wrapper builds fusegate itself). It has no code of its own and must
+// never be imported.
 package cusevm
