@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -108,14 +109,18 @@ func Mounted(t testing.TB, mp string) bool {
 }
 
 // WaitMounted waits up to timeout until a FUSE mount at mp is listed in
-// /proc/self/mountinfo and answers statfs(2) and stat(2) from a child
-// running as cred (without allow_other only the mounting user gets
-// answers). A stale mount (ENOTCONN) does not count. Prefer
+// /proc/self/mountinfo and answers statfs(2) (as a FUSE file system) and
+// stat(2) from a child running as cred. cred must be allowed on the mount:
+// without allow_other only the mounting user is, and the kernel fakes
+// statfs for others. A stale mount (ENOTCONN) does not count. Prefer
 // Daemon.WaitMounted, which also stops waiting when the daemon dies.
 func WaitMounted(t testing.TB, mp string, cred Cred, timeout time.Duration) fusedev.MountInfo {
 	t.Helper()
 	return waitMounted(t, mp, cred, timeout, nil)
 }
+
+// fuseSuperMagic is statfs's f_type on a FUSE mount.
+const fuseSuperMagic = 0x65735546
 
 func waitMounted(t testing.TB, mp string, cred Cred, timeout time.Duration, d *Daemon) fusedev.MountInfo {
 	t.Helper()
@@ -126,23 +131,34 @@ func waitMounted(t testing.TB, mp string, cred Cred, timeout time.Duration, d *D
 		if d != nil && d.Exited() {
 			t.Fatalf("fusegate exited (%v) before %s was mounted; output:\n%s", d.state, mp, d.Logs())
 		}
-		info, ok, err := fusedev.FindMount(mp)
-		if err != nil {
+		if _, ok, err := fusedev.FindMount(mp); err != nil {
 			t.Fatal(err)
-		}
-		if ok {
-			// statfs always reaches the server: a stale mount's root may
-			// still stat fine from the attribute cache.
-			_, err := c.Statfs(mp)
-			if err == nil {
-				_, err = c.Stat(mp)
+		} else if ok {
+			// statfs always reaches the server (a stale mount's root may
+			// still stat fine from the attribute cache), and its f_type
+			// tells a FUSE mount from the directory under it, should the
+			// mount go away meanwhile (a stale one being cleared).
+			st, err := c.Statfs(mp)
+			switch {
+			case err == nil && st.Type != fuseSuperMagic:
+				last = fmt.Sprintf("statfs: file system type %#x, not FUSE", st.Type)
+			case err == nil:
+				if _, err = c.Stat(mp); err == nil {
+					info, ok, err := fusedev.FindMount(mp)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ok {
+						return info
+					}
+					last = "gone from /proc/self/mountinfo after answering"
+				}
 			}
-			if err == nil {
-				return info
-			}
-			last = "as " + cred.String() + ": " + err.Error()
-			if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
-				t.Fatalf("%s is mounted but %s", mp, last)
+			if err != nil {
+				last = "as " + cred.String() + ": " + err.Error()
+				if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+					t.Fatalf("%s is mounted but %s", mp, last)
+				}
 			}
 		}
 		if time.Now().After(deadline) {
