@@ -214,9 +214,10 @@ func (fs *FS) unpin(n *node) {
 	}
 }
 
-// reopen opens n again: from its file handle, or, where handles cannot be
-// opened (a daemon without CAP_DAC_READ_SEARCH), by its name in its parent,
-// checking that the name still refers to the same inode.
+// reopen opens n: from its file handle (made when its descriptor was
+// evicted), or else by its name in its parent, checking that the name still
+// refers to the same inode (a node found by lookup gets no descriptor until
+// it is used; a daemon without CAP_DAC_READ_SEARCH cannot open handles).
 func (fs *FS) reopen(n *node) (int, error) {
 	c := &fs.fdc
 	c.mu.Lock()
@@ -224,10 +225,7 @@ func (fs *FS) reopen(n *node) (int, error) {
 	byHandle := c.byHandle
 	fh := n.fh
 	c.mu.Unlock()
-	if fh == nil || !ok {
-		return -1, syscall.ESTALE
-	}
-	if byHandle {
+	if fh != nil && ok && byHandle {
 		for {
 			fd, err := unix.OpenByHandleAt(mfd, *fh, unix.O_PATH|unix.O_CLOEXEC)
 			switch err {
@@ -243,7 +241,7 @@ func (fs *FS) reopen(n *node) (int, error) {
 				c.byHandle = false
 				c.mu.Unlock()
 				fs.log.Info("open_by_handle_at is not permitted (no CAP_DAC_READ_SEARCH); nodes are reopened by name")
-			default:
+			case unix.ESTALE:
 				return -1, err
 			}
 			break
@@ -260,14 +258,20 @@ func (fs *FS) reopen(n *node) (int, error) {
 		return -1, err
 	}
 	defer fs.unpin(parent)
-	fd, err := openPath(pfd, name)
-	if err != nil {
-		return -1, syscall.ESTALE
+	for try := 0; ; try++ {
+		fd, err := openPath(pfd, name)
+		if (err == unix.EMFILE || err == unix.ENFILE) && try == 0 {
+			c.shrink(fs)
+			continue
+		}
+		if err != nil {
+			return -1, syscall.ESTALE
+		}
+		var st unix.Statx_t
+		if statxFd(fd, &st) != nil || keyOf(&st) != n.key || btimeOf(&st) != n.btime {
+			unix.Close(fd)
+			return -1, syscall.ESTALE
+		}
+		return fd, nil
 	}
-	var st unix.Statx_t
-	if statxFd(fd, &st) != nil || keyOf(&st) != n.key {
-		unix.Close(fd)
-		return -1, syscall.ESTALE
-	}
-	return fd, nil
 }

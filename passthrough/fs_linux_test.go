@@ -68,8 +68,17 @@ func TestLookupForget(t *testing.T) {
 	if len(ids) != 50 || fs.Stats().Nodes != 51 {
 		t.Fatalf("%d node ids for 50 files, %d nodes", len(ids), fs.Stats().Nodes)
 	}
+	if got := fdCount(t); got != base {
+		t.Errorf("%d descriptors after 50 lookups, want %d: a looked-up node opens none until used", got, base)
+	}
+	for id := range ids {
+		var a abi.AttrOut
+		if err := fs.Getattr(ctx, req(abi.OpGetattr, id), &abi.GetattrIn{}, &a); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if got := fdCount(t); got != base+50 {
-		t.Errorf("%d descriptors after 50 lookups, want %d", got, base+50)
+		t.Errorf("%d descriptors after using 50 nodes, want %d", got, base+50)
 	}
 	for id, n := range ids {
 		fs.Forget(id, n-1)

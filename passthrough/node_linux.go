@@ -108,14 +108,15 @@ func (fs *FS) get(id uint64) (*node, int, error) {
 // put unpins the descriptor get or pin returned.
 func (fs *FS) put(n *node) { fs.unpin(n) }
 
-// adopt returns the node for the lower inode fd refers to (found as name in
-// parent), taking one lookup reference. fd is an O_PATH descriptor that
-// adopt owns: it becomes the node's descriptor, or is closed when the inode
-// already has a node.
+// adopt returns the node for the lower inode st (found as name in parent),
+// taking one lookup reference. fd is an O_PATH descriptor of it that adopt
+// owns (it becomes the node's descriptor, or is closed when the inode
+// already has a node), or -1: the node then opens one by name when first
+// used.
 func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 	key := keyOf(st)
 	if n := fs.existing(key, st); n != nil {
-		unix.Close(fd)
+		closeFd(fd)
 		fs.rename(n, parent, name)
 		return n
 	}
@@ -126,7 +127,7 @@ func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 		// Found by a concurrent lookup meanwhile.
 		old.lookups++
 		fs.mu.Unlock()
-		unix.Close(fd)
+		closeFd(fd)
 		fs.rename(old, parent, name)
 		return old
 	}
@@ -135,8 +136,16 @@ func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 	fs.nodes[n.id] = n
 	fs.byKey[key] = n
 	fs.mu.Unlock()
-	fs.fdc.insert(fs, n, fd)
+	if fd >= 0 {
+		fs.fdc.insert(fs, n, fd)
+	}
 	return n
+}
+
+func closeFd(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
 }
 
 // existing returns the node of key with one more lookup reference, or nil.

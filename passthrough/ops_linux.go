@@ -90,19 +90,9 @@ func (fs *FS) find(p *node, pfd int, name string, st *unix.Statx_t) (*node, erro
 		fs.rename(n, p, name)
 		return n, nil
 	}
-	fd, err := openPath(pfd, name)
-	if err != nil {
-		return nil, err
-	}
-	if err := statxFd(fd, st); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	if self := fs.selfDev.Load(); self != 0 && devOf(st) == self {
-		unix.Close(fd)
-		return nil, syscall.ELOOP
-	}
-	return fs.adopt(p, name, fd, st), nil
+	// A new node gets no descriptor yet: the first operation that needs
+	// one opens it by name and checks it is still the same inode.
+	return fs.adopt(p, name, -1, st), nil
 }
 
 // openPath opens name in dirfd as an O_PATH descriptor, never following a
@@ -119,22 +109,31 @@ func openPath(dirfd int, name string) (int, error) {
 // entryOf answers the entry of name, just created in p (or, for O_TMPFILE
 // and CREATE, the inode fd refers to when fd >= 0).
 func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, pfd int, name string, out *abi.EntryOut) (*node, error) {
-	fd, err := openPath(pfd, name)
-	if err != nil {
-		return nil, err
-	}
 	var st unix.Statx_t
-	if err := statxFd(fd, &st); err != nil {
-		unix.Close(fd)
+	if err := statxAt(pfd, name, &st); err != nil {
 		return nil, err
 	}
-	n := fs.adopt(p, name, fd, &st)
+	n := fs.adopt(p, name, -1, &st)
 	fs.fillEntry(ctx, c, p, name, n, &st, out)
 	return n, nil
 }
 
-// Getattr answers the attributes of a node.
+// Getattr answers the attributes of a node (of an open file's descriptor
+// for fstat, which also works when every name of it is gone).
 func (fs *FS) Getattr(ctx context.Context, r *fusedev.Request, in *abi.GetattrIn, out *abi.AttrOut) error {
+	if in.GetattrFlags&abi.GetattrFh != 0 {
+		if h := fs.handle(in.Fh); h != nil && h.n.id == r.NodeID {
+			if err := fs.gate(ctx, r, h.n, ""); err != nil {
+				return err
+			}
+			var st unix.Statx_t
+			if err := statxFd(h.fd, &st); err != nil {
+				return err
+			}
+			fs.fillAttrOut(h.n, &st, out)
+			return nil
+		}
+	}
 	n, fd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
@@ -221,9 +220,17 @@ func (fs *FS) setattr(n *node, fd int, h *handle, in *abi.SetattrIn) error {
 	const changes = abi.FattrMode | abi.FattrUID | abi.FattrGID | abi.FattrSize |
 		abi.FattrAtime | abi.FattrMtime | abi.FattrAtimeNow | abi.FattrMtimeNow
 	if v&changes == 0 {
-		// chown(path, -1, -1) and friends: nothing changes but the
-		// ctime, which Linux updates; a no-op chown does that below.
-		return unix.Fchownat(fd, "", -1, -1, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		// What the kernel sends when it wants set-id bits and file
+		// capabilities cleared (a write or chown by a caller without
+		// CAP_FSETID; with HANDLE_KILLPRIV_V2 it strips the mode it
+		// would have set) and for chown(path, -1, -1), which changes
+		// nothing but the ctime. A no-op chown on the lower file does
+		// exactly that: it clears those bits and capabilities of a
+		// non-directory and updates the ctime. It needs no permission
+		// (the kernel checked the request), so it runs as the daemon.
+		return fs.asDaemon(func() error {
+			return unix.Fchownat(fd, "", -1, -1, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		})
 	}
 	if v&abi.FattrMode != 0 {
 		mode := in.Mode & 07777

@@ -45,7 +45,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 	}
 	if *demo {
 		if len(pos) != 1 {
-			return e.usageError(fs, "with --demo, want exactly one MOUNTPOINT, got %d arguments", len(pos))
+			return e.usageError(fs, "want exactly one MOUNTPOINT, got %d arguments", len(pos))
 		}
 		if mf.opts.FSName == "" {
 			mf.opts.FSName = "fusegate-demo"
