@@ -80,10 +80,6 @@ func sampleValue(name, ph string) string {
 		return "ro"
 	case ph == "int" || ph == "uint":
 		return "1"
-	case ph == "BYTES" || ph == "NUMBER":
-		return "4096"
-	case ph == "OCTAL":
-		return "0644"
 	case ph == "duration":
 		return "1s"
 	case ph == "float":
@@ -155,8 +151,8 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"mount", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"mount"}, "fusegate mount: nothing to mount: give --demo"},
 		{[]string{"mount", "/x"}, "fusegate mount: nothing to mount: give --demo"},
-		{[]string{"mount", "--demo"}, "fusegate mount: with --demo, want exactly one MOUNTPOINT, got 0 arguments"},
-		{[]string{"mount", "--demo", "/x", "/y"}, "fusegate mount: with --demo, want exactly one MOUNTPOINT, got 2 arguments"},
+		{[]string{"mount", "--demo"}, "fusegate mount: want exactly one MOUNTPOINT, got 0 arguments"},
+		{[]string{"mount", "--demo", "/x", "/y"}, "fusegate mount: want exactly one MOUNTPOINT, got 2 arguments"},
 		{[]string{"mount", "--demo", "--readers", "-1", "/x"}, "fusegate mount: --readers must not be negative"},
 		{[]string{"mount", "--demo", "--readers", "many", "/x"}, `invalid value "many" for flag -readers`},
 		{[]string{"mount", "--demo", "-o", "bogus", "/x"}, `unknown mount option "bogus"`},
