@@ -7,6 +7,7 @@ package serve
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -136,10 +137,13 @@ func TestServeStopBusy(t *testing.T) {
 	s.write(filepath.Base(s.cfg), s.control("")+s.mountSection("m", "lower", "mp", "none"))
 	d, _ := s.start([]string{"mp"})
 	// A process with its working directory inside the mount keeps it busy.
-	busy := make(chan harness.Result, 1)
-	go func() {
-		busy <- harness.Run(t, harness.Cmd{Argv: []string{"sleep", "30"}, Dir: s.path("mp/dir"), Timeout: 40 * time.Second})
-	}()
+	busy := exec.Command("sleep", "60")
+	busy.Dir = s.path("mp/dir")
+	busy.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := busy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Process.Kill(); busy.Wait() })
 	deadline := time.Now().Add(10 * time.Second)
 	for !hasCwdIn(s.path("mp/dir")) {
 		if time.Now().After(deadline) {
@@ -160,7 +164,6 @@ func TestServeStopBusy(t *testing.T) {
 	if !strings.Contains(d.Logs(), "detaching it lazily") {
 		t.Errorf("no lazy detach logged:\n%s", d.Logs())
 	}
-	// The killed test cleanup ends sleep; its result does not matter.
 }
 
 // hasCwdIn reports whether some process has its working directory at dir
