@@ -39,7 +39,8 @@ type node struct {
 
 	attrTTL atomic.Int64 // nanoseconds the kernel may cache its attributes
 
-	io ioState // regular files: how opens do their I/O; directories: listing cache
+	io    ioState   // regular files: how opens do their I/O; directories: listing cache
+	locks lockState // LocksLower: the lock owners of the file
 }
 
 // ioState tracks the opens of one inode so that every open gets an I/O mode
@@ -251,8 +252,12 @@ func (fs *FS) openRef(n *node) {
 func (fs *FS) openUnref(n *node) {
 	fs.mu.Lock()
 	n.opens--
+	last := n.opens == 0
 	drop := fs.dropLocked(n)
 	fs.mu.Unlock()
+	if last {
+		fs.dropOwners(n)
+	}
 	if drop {
 		fs.fdc.kill(n)
 	}

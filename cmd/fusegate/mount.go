@@ -67,6 +67,7 @@ type mountFlags struct {
 	attrTimeout              *time.Duration
 	negativeTimeout          *time.Duration
 	passthrough              passthrough.Mode
+	locks                    passthrough.LockMode
 	statsFile                string
 }
 

@@ -30,6 +30,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 	})
 	fs.IntVar(&mf.readers, "readers", 0, "request reader goroutines, each on its own cloned /dev/fuse fd (default: CPUs, at most 4)")
 	ptMode := fs.String("passthrough", "auto", "kernel passthrough for a SOURCE mirror: `MODE` is auto (when the kernel and privileges allow), on (required) or off")
+	lockMode := fs.String("locks", "kernel", "where a SOURCE mirror's POSIX and flock locks live: `WHERE` is kernel (exact between the mount's users) or lower (on the lower files, so they also exclude the lower directory's direct users)")
 	fs.StringVar(&mf.statsFile, "stats-file", "", "write request and mirror counters as JSON to `PATH` on exit and on SIGUSR1")
 	pos, code, ok := e.parse(fs, args)
 	if !ok {
@@ -40,6 +41,9 @@ func runMount(ctx context.Context, e *env, args []string) int {
 		return e.usageError(fs, "--passthrough: %v", err)
 	}
 	mf.passthrough = mode
+	if mf.locks, err = passthrough.ParseLockMode(*lockMode); err != nil {
+		return e.usageError(fs, "--locks: %v", err)
+	}
 	if mf.readers < 0 {
 		return e.usageError(fs, "--readers must not be negative")
 	}
@@ -82,7 +86,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 	mf.opts.AllowOther = mf.allowOther != nil && *mf.allowOther || mf.allowOther == nil && os.Geteuid() == 0
 	raiseFileLimit(e)
 	return serveMount(ctx, e, pos[1], &mf, func(mountpoint string) (served, error) {
-		popts := passthrough.Options{Logger: e.log, Passthrough: mf.passthrough, Mountpoint: mountpoint}
+		popts := passthrough.Options{Logger: e.log, Passthrough: mf.passthrough, Locks: mf.locks, Mountpoint: mountpoint}
 		if mf.entryTimeout != nil {
 			popts.EntryTimeout = noCache(*mf.entryTimeout)
 		}
