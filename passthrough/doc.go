@@ -4,13 +4,17 @@
 // the kernel to the lower file system without a round trip to the daemon.
 //
 // The lower tree is reached through handles, never through path strings:
-// every node is keyed by the lower (device, inode) pair and holds an O_PATH
-// descriptor, and every operation is relative to one (the *at system calls,
-// AT_EMPTY_PATH, or /proc/self/fd/N for the few calls that need a path).
-// Long paths therefore work, renames under an open file are harmless, lower
-// symlinks are never followed while resolving, and nothing resolves outside
-// the lower root. The daemon's descriptors are bounded by the kernel's
-// lookup counts: a node forgotten to zero closes its descriptor.
+// every node is keyed by the lower (device, inode) pair and reached through
+// an O_PATH descriptor, and every operation is relative to one (the *at
+// system calls, AT_EMPTY_PATH, or /proc/self/fd/N for the few calls that
+// need a path). Long paths therefore work, renames under an open file are
+// harmless, lower symlinks are never followed while resolving, and nothing
+// resolves outside the lower root. A node looked up gets its descriptor
+// when an operation first needs it (opened by name in its parent, checked
+// against the inode number and birth time); descriptors are kept in an LRU
+// bounded below RLIMIT_NOFILE, and an evicted one is reopened from a file
+// handle (name_to_handle_at, made just before eviction). A node forgotten
+// to zero by the kernel leaves the tables with its descriptor.
 //
 // Operations run with the caller's file system identity (fsuid, fsgid and
 // supplementary groups, switched on a locked OS thread for the duration of
@@ -19,11 +23,18 @@
 // kernel has already applied the caller's umask to the mode it sends, and
 // it must be applied exactly once.
 //
-// Every request passes through one gate (FS.gate) before it touches the
-// lower tree; that is where the per-caller policy plugs in. A per-open hook
-// (Options.Passthrough decides whether an open may use kernel passthrough)
-// and a per-lookup hook (Options.Timeouts gives the cache timeouts of an
-// entry) are the policy's levers.
+// Opens choose an I/O mode the kernel's rules accept (fs/fuse/iomode.c):
+// kernel passthrough with one backing id per inode, reference-counted and
+// closed at the last release; FOPEN_PASSTHROUGH|FOPEN_DIRECT_IO (reads and
+// writes through the daemon) for an open that may not use passthrough while
+// others do; the page cache, kept across opens of an unchanged file,
+// otherwise. Without passthrough (mode off, or the kernel refuses) the
+// daemon serves reads and writes and says so once in the log.
+//
+// Every request passes through one gate (FS.gate, Options.Check) before it
+// touches the lower tree; that is where the per-caller policy plugs in. A
+// per-open hook (Options.AllowPassthrough) and a per-entry hook
+// (Options.Timeouts) are the policy's other levers.
 //
 // The package must never touch its own mount: a daemon that makes system
 // calls on the file system it serves can deadlock. Lookups use

@@ -118,7 +118,9 @@ func (c *fdCache) evictLocked(fs *FS) []int {
 	var victims []int
 	for n := c.tail; n != nil && c.count > c.max; {
 		prev := n.prev
-		if n.pins == 0 && n != fs.root && c.handleOf(n, n.fd) {
+		// An open file keeps its node's descriptor: it may be unlinked,
+		// and not every file system opens such an inode from its handle.
+		if n.pins == 0 && n != fs.root && n.inUse.Load() == 0 && c.handleOf(n, n.fd) {
 			c.unlink(n)
 			victims = append(victims, n.fd)
 			n.fd = -1

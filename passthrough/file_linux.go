@@ -224,7 +224,7 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 				io.ptOpens++
 				io.stampOK = false // the page cache is bypassed from now on
 				h.pt = true
-				out.OpenFlags = abi.FopenPassthrough | abi.FopenNoflush
+				out.OpenFlags = abi.FopenPassthrough | fs.noflush()
 				out.BackingID = io.backing
 				io.mu.Unlock()
 				fs.stats.ptOpens.Add(1)
@@ -254,7 +254,7 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 		io.stamp, io.stampOK = s, true
 	}
 	if flags&unix.O_ACCMODE == unix.O_RDONLY {
-		out.OpenFlags |= abi.FopenNoflush
+		out.OpenFlags |= fs.noflush()
 	}
 }
 
@@ -341,9 +341,23 @@ func (fs *FS) Write(ctx context.Context, r *fusedev.Request, in *abi.WriteIn, da
 	return uint32(done), nil
 }
 
-// Flush has nothing to do: writes reached the lower file already, and
-// locks are the kernel's.
+// noflush is FOPEN_NOFLUSH unless FLUSH is needed to drop a closing
+// process's locks (LocksLower).
+func (fs *FS) noflush() abi.OpenFlags {
+	if fs.opts.Locks == LocksLower {
+		return 0
+	}
+	return abi.FopenNoflush
+}
+
+// Flush is sent on every close(2) of a file: writes reached the lower
+// file already; with LocksLower the closing process's POSIX locks go.
 func (fs *FS) Flush(ctx context.Context, r *fusedev.Request, in *abi.FlushIn) error {
+	if fs.opts.Locks == LocksLower {
+		if h := fs.handle(in.Fh); h != nil {
+			fs.dropOwner(h.n, in.LockOwner)
+		}
+	}
 	return nil
 }
 

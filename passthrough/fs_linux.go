@@ -118,9 +118,8 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // (fusedev.Options.Flags): fusedev's defaults, kernel passthrough unless the
 // mode is off, cached symlinks, and HANDLE_KILLPRIV_V2.
 //
-// POSIX and flock locks are left to the kernel, which keeps them exactly
-// (owners, pids, deadlock detection, release on close) between the
-// processes using the mount.
+// POSIX and flock locks are left to the kernel unless Options.Locks is
+// LocksLower (see LockMode).
 //
 // With HANDLE_KILLPRIV_V2 the kernel marks the super block SB_NOSEC, so a
 // write no longer costs a GETXATTR of security.capability, and leaves
@@ -134,6 +133,9 @@ func (fs *FS) InitFlags() abi.InitFlags {
 	f := fusedev.DefaultFlags | abi.InitCacheSymlinks | abi.InitHandleKillprivV2
 	if fs.opts.Passthrough != PassthroughOff {
 		f |= abi.InitPassthrough
+	}
+	if fs.opts.Locks == LocksLower {
+		f |= abi.InitPosixLocks | abi.InitFlockLocks
 	}
 	return f
 }

@@ -427,3 +427,30 @@ func TestAccessStatNew(t *testing.T) {
 		t.Errorf("second objects seen by the gate: %+v", news)
 	}
 }
+
+func TestOpenNodesKeepDescriptors(t *testing.T) {
+	fs, dir := newFS(t, Options{MaxDescriptors: 4})
+	ctx := context.Background()
+	os.WriteFile(filepath.Join(dir, "held"), []byte("x"), 0o644)
+	var e abi.EntryOut
+	if err := fs.Lookup(ctx, req(abi.OpLookup, 1), "held", &e); err != nil {
+		t.Fatal(err)
+	}
+	var o abi.OpenOut
+	if err := fs.Open(ctx, req(abi.OpOpen, e.NodeID), &abi.OpenIn{Flags: unix.O_RDWR}, &o); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "held")) // unlinked, still open
+	for i := 0; i < 20; i++ {             // push it out of the cache, were it evictable
+		name := "f" + strconv.Itoa(i)
+		os.WriteFile(filepath.Join(dir, name), nil, 0o644)
+		var x abi.EntryOut
+		fs.Lookup(ctx, req(abi.OpLookup, 1), name, &x)
+		var a abi.AttrOut
+		fs.Getattr(ctx, req(abi.OpGetattr, x.NodeID), &abi.GetattrIn{}, &a)
+	}
+	if _, err := fs.Listxattr(ctx, req(abi.OpListxattr, e.NodeID), nil); err != nil {
+		t.Errorf("listxattr of an unlinked open file under descriptor pressure: %v", err)
+	}
+	fs.Release(ctx, req(abi.OpRelease, e.NodeID), &abi.ReleaseIn{Fh: o.Fh})
+}

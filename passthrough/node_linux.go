@@ -38,8 +38,10 @@ type node struct {
 	name   string // guarded by FS.treeMu: its name there
 
 	attrTTL atomic.Int64 // nanoseconds the kernel may cache its attributes
+	inUse   atomic.Int32 // open handles, readable without FS.mu (eviction skips such nodes)
 
-	io ioState // regular files: how opens do their I/O; directories: listing cache
+	io    ioState   // regular files: how opens do their I/O; directories: listing cache
+	locks lockState // LocksLower: the lock owners of the file
 }
 
 // ioState tracks the opens of one inode so that every open gets an I/O mode
@@ -245,14 +247,20 @@ func (fs *FS) openRef(n *node) {
 	fs.mu.Lock()
 	n.opens++
 	fs.mu.Unlock()
+	n.inUse.Add(1)
 }
 
 // openUnref notes a handle of n closed.
 func (fs *FS) openUnref(n *node) {
+	n.inUse.Add(-1)
 	fs.mu.Lock()
 	n.opens--
+	last := n.opens == 0
 	drop := fs.dropLocked(n)
 	fs.mu.Unlock()
+	if last {
+		fs.dropOwners(n)
+	}
 	if drop {
 		fs.fdc.kill(n)
 	}

@@ -50,6 +50,39 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
+// LockMode says where POSIX record locks and flock locks live.
+type LockMode int
+
+const (
+	// LocksKernel leaves locks to the kernel, which keeps them exactly
+	// (owners, pids, deadlock detection, release on close) between the
+	// processes using the mount, but not against processes that use the
+	// lower directory directly. The daemon sees no lock requests.
+	LocksKernel LockMode = iota
+	// LocksLower takes the locks on the lower files (GETLK, SETLK,
+	// SETLKW, flock), so they also exclude users of the lower directory.
+	// The kernel then sends FLUSH on every close.
+	LocksLower
+)
+
+// ParseLockMode parses "kernel" or "lower".
+func ParseLockMode(s string) (LockMode, error) {
+	switch s {
+	case "kernel", "":
+		return LocksKernel, nil
+	case "lower":
+		return LocksLower, nil
+	}
+	return 0, fmt.Errorf("lock mode %q: want kernel or lower", s)
+}
+
+func (m LockMode) String() string {
+	if m == LocksLower {
+		return "lower"
+	}
+	return "kernel"
+}
+
 // Timeouts are how long the kernel may cache an entry (the name → node
 // binding, or a name's absence) and a node's attributes.
 type Timeouts struct {
@@ -63,6 +96,9 @@ type Options struct {
 
 	// Passthrough is the kernel passthrough mode (default auto).
 	Passthrough Mode
+
+	// Locks says where locks live (default: the kernel's).
+	Locks LockMode
 
 	// AllowPassthrough is asked on every open and create of a regular file
 	// while kernel passthrough is available: false makes that open serve its

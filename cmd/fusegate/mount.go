@@ -66,6 +66,7 @@ type mountFlags struct {
 	attrTimeout              *time.Duration
 	negativeTimeout          *time.Duration
 	passthrough              passthrough.Mode
+	locks                    passthrough.LockMode
 	statsFile                string
 }
 

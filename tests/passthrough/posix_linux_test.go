@@ -659,9 +659,16 @@ func TestTimes(t *testing.T) {
 	wantErr(t, "UTIME_OMIT/UTIME_NOW by a non-owner", rs[2].err(), syscall.EPERM)
 }
 
-// TestLocks checks POSIX record locks and flock between two processes.
+// TestLocks checks POSIX record locks and flock between two processes,
+// kept by the kernel and taken on the lower files.
 func TestLocks(t *testing.T) {
-	m := startMirror(t, "on")
+	for _, where := range []string{"kernel", "lower"} {
+		t.Run("locks="+where, func(t *testing.T) { testLocks(t, where) })
+	}
+}
+
+func testLocks(t *testing.T, where string) {
+	m := startMirror(t, "on", "--locks="+where)
 	f := m.p("locked")
 	must(t, os.WriteFile(f, []byte("data"), 0o666))
 	must(t, os.Chmod(f, 0o666))
@@ -714,6 +721,29 @@ func TestLocks(t *testing.T) {
 	must(t, unix.Flock(int(mine.Fd()), unix.LOCK_UN))
 	rs = as(t, bob, "022", step{"open", f, itoa(oRDONLY)}, step{"flock", "0", itoa(unix.LOCK_EX | unix.LOCK_NB)})
 	wantErr(t, "flock after unlock", rs[1].err(), 0)
+
+	// Closing any descriptor of the file drops the process's POSIX locks.
+	other, err := os.Open(f)
+	must(t, err)
+	lk = unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 0}
+	must(t, unix.FcntlFlock(mine.Fd(), unix.F_SETLK, &lk))
+	rs = as(t, bob, "022", step{"open", f, itoa(oRDWR)}, step{"setlk", "0", "w", "5", "1"})
+	wantErr(t, "write lock against a whole-file read lock", rs[1].err(), syscall.EAGAIN)
+	other.Close()
+	rs = as(t, bob, "022", step{"open", f, itoa(oRDWR)}, step{"setlk", "0", "w", "5", "1"})
+	wantErr(t, "write lock after the holder closed another descriptor", rs[1].err(), 0)
+	if where == "lower" {
+		// The locks are on the lower file: a process using it directly sees them.
+		must(t, unix.FcntlFlock(mine.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 1}))
+		low, err := os.OpenFile(m.l("locked"), os.O_RDWR, 0)
+		must(t, err)
+		defer low.Close()
+		probe := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 1}
+		must(t, unix.FcntlFlock(low.Fd(), unix.F_OFD_GETLK, &probe))
+		if probe.Type != unix.F_WRLCK {
+			t.Errorf("a lock taken through the mount is not seen on the lower file (got type %d)", probe.Type)
+		}
+	}
 }
 
 // TestMixedOpens opens one inode in different I/O modes at once: a writable

@@ -173,7 +173,10 @@ func run(o *options) error {
 	for _, t := range targets {
 		os.Remove(filepath.Join(t.dir, "seqfile"))
 	}
-	table := render(o, data, results, "") + "\n" + render(o, metas, results, "m-")
+	table := "Medians:\n\n" + render(o, data, results, "", median) + "\n" + render(o, metas, results, "m-", median) +
+		"\nBest of the rounds (the least disturbed by other load on the machine):\n\n" +
+		render(o, data, results, "", best) + "\n" + render(o, metas, results, "m-", best) +
+		fmt.Sprintf("\n%d interleaved rounds; ratios are to native.\n<!-- every value: %s -->\n", o.rounds, raw(targets, results))
 	fmt.Print(table)
 	if o.out != "" {
 		return os.WriteFile(o.out, []byte(table), 0o644)
@@ -185,6 +188,13 @@ var metrics = []string{
 	"seq write 1M (MB/s)", "seq read 1M cold (MB/s)", "seq read 1M warm (MB/s)",
 	"rand read 4k cold (IOPS)", "rand read 4k warm (IOPS)",
 	"create (files/s)", "stat, caches dropped (files/s)", "readdir (entries/s)", "unlink (files/s)",
+}
+
+func best(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	return slices.Max(v)
 }
 
 func median(v []float64) float64 {
@@ -207,7 +217,7 @@ func rotate(ts []*target, by int) []*target {
 	return append(slices.Clone(ts[by:]), ts[:by]...)
 }
 
-func render(o *options, targets []*target, results map[string]map[string][]float64, prefix string) string {
+func render(o *options, targets []*target, results map[string]map[string][]float64, prefix string, stat func([]float64) float64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| workload |")
 	for _, t := range targets {
@@ -223,13 +233,13 @@ func render(o *options, targets []*target, results map[string]map[string][]float
 		if r == nil {
 			continue
 		}
-		native := median(r[prefix+"native"])
+		native := stat(r[prefix+"native"])
 		if len(r[prefix+"native"]) == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, "| %s |", m)
 		for _, t := range targets {
-			v := median(r[t.name])
+			v := stat(r[t.name])
 			if t.name == prefix+"native" || native == 0 {
 				fmt.Fprintf(&b, " %s |", num(v))
 			} else {
@@ -238,7 +248,6 @@ func render(o *options, targets []*target, results map[string]map[string][]float
 		}
 		fmt.Fprintln(&b)
 	}
-	fmt.Fprintf(&b, "\nMedians of %d interleaved rounds; ratios are to native.\n<!-- every value: %s -->\n", o.rounds, raw(targets, results))
 	return b.String()
 }
 
