@@ -48,10 +48,13 @@ type Conn struct {
 	// (blocking mode only; the netpoller keeps its own).
 	deadline atomic.Int64
 
-	mu      sync.Mutex
-	timer   *time.Timer // guarded by mu; expires the deadline
-	expired bool        // guarded by mu; the file is O_NONBLOCK to free readers
-	waiters map[int]int // guarded by mu; thread id -> readers blocked in read(2) on it
+	mu       sync.Mutex
+	timer    *time.Timer   // guarded by mu; expires the deadline
+	expired  bool          // guarded by mu; readers are to leave (deadline passed, Close)
+	nonblock bool          // guarded by mu; the file is in O_NONBLOCK mode
+	spinning bool          // guarded by mu; a reader polls with non-blocking reads
+	spinDone chan struct{} // guarded by mu; closed when that reader stops polling
+	waiters  map[int]int   // guarded by mu; thread id -> readers blocked in read(2) on it
 }
 
 // NewConn takes ownership of f, an open /dev/fuse, /dev/cuse or
@@ -170,21 +173,28 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// setExpired switches the file between blocking reads and O_NONBLOCK, and
-// on expiry wakes every reader blocked in read(2). c.mu is held.
+// setExpired records whether readers are to leave; on expiry it puts the
+// file in O_NONBLOCK mode and wakes every reader blocked in read(2). The
+// mode goes back to blocking when a reader next blocks. c.mu is held.
 func (c *Conn) setExpired(on bool) {
-	if on != c.expired {
-		c.rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), on) })
-		c.expired = on
-	}
+	c.expired = on
 	if !on {
 		return
 	}
+	c.setNonblock(true)
 	// O_NONBLOCK is set before the signal: a read that starts later returns
 	// EAGAIN at once, one asleep is restarted by the signal and then does.
 	pid := unix.Getpid()
 	for tid := range c.waiters {
 		unix.Tgkill(pid, tid, unix.SIGURG)
+	}
+}
+
+// setNonblock switches the file's O_NONBLOCK flag. c.mu is held.
+func (c *Conn) setNonblock(on bool) {
+	if on != c.nonblock {
+		c.rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), on) })
+		c.nonblock = on
 	}
 }
 
@@ -200,27 +210,11 @@ func (c *Conn) deadlinePassed() bool {
 func (c *Conn) Read(buf []byte) (int, error) {
 	var n int
 	var rerr error
-	// A blocking read(2) must go through the scheduler (unix.Read): made
-	// with RawSyscall it would hold its P while the server idles, and with
-	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
-	// run until the next request. A non-blocking read returns at once, so
-	// RawSyscall saves the scheduler's bookkeeping there.
-	readOnce := rawRead
-	if c.blocking {
-		readOnce = unix.Read
-	}
-	read := func(fd uintptr) {
-		for {
-			n, rerr = readOnce(int(fd), buf)
-			if rerr != unix.EINTR && rerr != unix.ENOENT {
-				return
-			}
-		}
-	}
 	var err error
 	if c.blocking {
-		err = c.readBlocking(read, &rerr)
+		n, rerr, err = c.readBlocking(buf)
 	} else {
+		read := func(fd uintptr) { n, rerr = readRetry(rawRead, int(fd), buf) }
 		err = c.rc.Read(func(fd uintptr) bool {
 			read(fd)
 			return rerr != unix.EAGAIN
@@ -254,21 +248,85 @@ func (c *Conn) Read(buf []byte) (int, error) {
 	return n, nil // n == 0: an empty message, which the caller drops
 }
 
-// readBlocking runs read, a blocking read(2), on this goroutine's thread
-// until it returns something other than EAGAIN (which means the reader was
-// woken by setExpired), the deadline passes or the Conn is closed.
-func (c *Conn) readBlocking(read func(uintptr), rerr *error) error {
+// readRetry reads once, retrying EINTR and ENOENT (a request aborted while
+// being read).
+func readRetry(read func(int, []byte) (int, error), fd int, buf []byte) (int, error) {
+	for {
+		n, err := read(fd, buf)
+		if err != unix.EINTR && err != unix.ENOENT {
+			return n, err
+		}
+	}
+}
+
+// Spinning: before a reader blocks in read(2) it polls the file for a while
+// with non-blocking reads, yielding the CPU between them (sched_yield). On
+// a machine where the peer shares the reader's CPU, the yield runs the
+// process the last reply woke, which usually sends its next request before
+// it runs out of work; the reader then finds it without having slept, and
+// without the Go scheduler's bookkeeping of a blocking system call, which
+// wakes the runtime's sysmon thread whenever the process was idle (two
+// context switches and a futex per request on a one-CPU machine,
+// docs/benchmarks/cuse.md). The poll is bounded by count and time, after
+// which the reader blocks as before.
+//
+// Only non-blocking reads and sched_yield are made with RawSyscall here:
+// the file is O_NONBLOCK for as long as c.spinning is set (see readBlocking).
+const (
+	spinYields = 8                     // sched_yield calls at most
+	spinTime   = 50 * time.Microsecond // and about this long
+)
+
+// readBlocking reads one message on a character device: first by spinning,
+// then with a blocking read(2) on this goroutine's thread, until it returns
+// something other than EAGAIN (a reader woken by setExpired sees EAGAIN),
+// the deadline passes or the Conn is closed. It returns the read's result,
+// or in err why it stopped without one.
+func (c *Conn) readBlocking(buf []byte) (n int, rerr error, err error) {
+	if c.closed.Load() {
+		return 0, nil, ErrClosed
+	}
+	if c.deadlinePassed() {
+		return 0, nil, os.ErrDeadlineExceeded
+	}
+	if ok, n, rerr, err := c.spin(buf); ok || err != nil {
+		return n, rerr, err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	tid := unix.Gettid()
+	// A blocking read(2) must go through the scheduler (unix.Read): made
+	// with RawSyscall it would hold its P while the server idles, and with
+	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
+	// run until the next request.
+	read := func(fd uintptr) { n, rerr = readRetry(unix.Read, int(fd), buf) }
 	for {
 		if c.closed.Load() {
-			return ErrClosed
+			return 0, nil, ErrClosed
 		}
 		if c.deadlinePassed() {
-			return os.ErrDeadlineExceeded
+			return 0, nil, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
+		for c.spinning {
+			// Another reader polls the file in O_NONBLOCK mode: wait for it
+			// to stop (it soon does) rather than read and get EAGAIN.
+			if c.spinDone == nil {
+				c.spinDone = make(chan struct{})
+			}
+			ch := c.spinDone
+			c.mu.Unlock()
+			<-ch
+			c.mu.Lock()
+		}
+		if c.expired {
+			// Expired for a deadline already cleared or moved (the checks
+			// above ran without c.mu): wait for the flag to settle.
+			c.mu.Unlock()
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		c.setNonblock(false)
 		if c.waiters == nil {
 			c.waiters = make(map[int]int)
 		}
@@ -281,23 +339,61 @@ func (c *Conn) readBlocking(read func(uintptr), rerr *error) error {
 		}
 		c.mu.Unlock()
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
-		if *rerr != unix.EAGAIN {
-			return nil
+		if rerr != unix.EAGAIN {
+			return n, rerr, nil
 		}
-		// Woken on purpose; a deadline cleared meanwhile means read again.
-		if !c.deadlinePassed() && !c.closed.Load() {
-			c.mu.Lock()
-			expired := c.expired
-			c.mu.Unlock()
-			if expired {
-				// Expired for a deadline already cleared or moved: wait
-				// for the flag to settle rather than spin.
-				time.Sleep(time.Millisecond)
-			}
-		}
+		// Woken on purpose, or the file was switched to O_NONBLOCK between
+		// the unlock and the read: look again.
 	}
+}
+
+// spin polls the file with non-blocking reads and sched_yield (see
+// spinYields). ok reports that it read something (n, rerr); err that the
+// Conn was closed or its deadline passed meanwhile.
+func (c *Conn) spin(buf []byte) (ok bool, n int, rerr error, err error) {
+	c.mu.Lock()
+	if c.spinning || c.expired {
+		c.mu.Unlock()
+		return false, 0, nil, nil
+	}
+	c.spinning = true
+	c.setNonblock(true)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.spinning = false
+		if c.spinDone != nil {
+			close(c.spinDone)
+			c.spinDone = nil
+		}
+		c.mu.Unlock()
+	}()
+	var start time.Time
+	err = c.rc.Control(func(fd uintptr) {
+		for i := 0; ; i++ {
+			n, rerr = readRetry(rawRead, int(fd), buf)
+			if rerr != unix.EAGAIN {
+				ok = true
+				return
+			}
+			if i == spinYields || c.closed.Load() {
+				return
+			}
+			now := time.Now()
+			if i == 0 {
+				start = now
+			} else if now.Sub(start) > spinTime {
+				return
+			}
+			if d := c.deadline.Load(); d != 0 && now.UnixNano() >= d {
+				return
+			}
+			schedYield()
+		}
+	})
+	return ok, n, rerr, err
 }
 
 // hungUp tells a closed peer from an empty message: on a SOCK_SEQPACKET
@@ -356,9 +452,9 @@ func (c *Conn) Write(iov [][]byte) error {
 	return nil
 }
 
-// rawRead and rawWritev make their syscalls with RawSyscall, without
-// telling the scheduler. Use them only where the call cannot block: a read
-// of a non-blocking descriptor, a reply (the kernel consumes it at once;
+// rawRead, rawWritev and schedYield make their syscalls with RawSyscall,
+// without telling the scheduler. Use them only where the call cannot block:
+// a read of a non-blocking descriptor, a reply (the kernel consumes it at once;
 // CUSE_INIT's reply, which creates the device, takes a few ms). Entering a
 // syscall the usual way wakes the runtime's sysmon thread whenever it
 // sleeps, which it does each time the server goes idle: two extra context
@@ -375,6 +471,8 @@ func rawRead(fd int, buf []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+func schedYield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
 
 func rawWritev(fd int, iov [][]byte) (int, error) {
 	var small [4]unix.Iovec

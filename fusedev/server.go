@@ -123,6 +123,7 @@ type Server struct {
 	initialised atomic.Bool // FileSystem.Init succeeded: Destroy is owed
 	destroyed   atomic.Bool // FileSystem.Destroy was called
 	wedge       atomic.Bool // test hook: readers stop making progress
+	shareFD     bool        // test hook: readers share the one descriptor (no clones)
 }
 
 // readerState lets the watchdog see whether a reader loop is stuck outside
@@ -254,7 +255,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	conns := []*Conn{s.conn}
-	if !s.Negotiated().Cuse {
+	if !s.Negotiated().Cuse && !s.shareFD {
 		for i := 1; i < s.opts.Readers; i++ {
 			c, err := s.conn.Clone()
 			if err != nil {
@@ -440,13 +441,20 @@ func (s *Server) loop(sl *readSlot, lc *loopCtl) {
 		if r == nil {
 			continue
 		}
-		timer.Reset(handoffDelay)
-		r.serve()
-		if !timer.Stop() {
+		if !serveInline(r, timer) {
 			<-handedOff
 			return // a new goroutine reads sl now
 		}
 	}
+}
+
+// serveInline serves r on this goroutine with the hand-off timer armed. It
+// reports false when the timer fired meanwhile: the read duty went to
+// another goroutine.
+func serveInline(r *request, handoff *time.Timer) bool {
+	handoff.Reset(handoffDelay)
+	r.serve()
+	return handoff.Stop()
 }
 
 // dispatch validates one message and answers what needs no handler
