@@ -208,26 +208,61 @@ func (c *Conn) deadlinePassed() bool {
 // (EINTR; ENOENT, a request aborted while being read) and maps the end of
 // the connection to ErrClosed.
 func (c *Conn) Read(buf []byte) (int, error) {
-	var n int
-	var rerr error
+	rd := new(connReader)
+	rd.init(c)
+	return rd.read(buf)
+}
+
+// connReader is the state of one goroutine's reads of a Conn, made once and
+// reused, so that reading allocates nothing (the closures handed to
+// RawConn are made in init). One goroutine uses it at a time.
+type connReader struct {
+	c    *Conn
+	buf  []byte
+	n    int
+	rerr error
+	ok   bool // spin read something
+
+	rawFn   func(fd uintptr)      // one non-blocking read
+	pollFn  func(fd uintptr) bool // netpoller: one read, false on EAGAIN
+	blockFn func(fd uintptr)      // one blocking read(2) through the scheduler
+	spinFn  func(fd uintptr)      // non-blocking reads and sched_yield
+}
+
+func (rd *connReader) init(c *Conn) {
+	rd.c = c
+	rd.rawFn = func(fd uintptr) { rd.n, rd.rerr = readRetry(rawRead, int(fd), rd.buf) }
+	rd.pollFn = func(fd uintptr) bool {
+		rd.rawFn(fd)
+		return rd.rerr != unix.EAGAIN
+	}
+	// A blocking read(2) must go through the scheduler (unix.Read): made
+	// with RawSyscall it would hold its P while the server idles, and with
+	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
+	// run until the next request.
+	rd.blockFn = func(fd uintptr) { rd.n, rd.rerr = readRetry(unix.Read, int(fd), rd.buf) }
+	rd.spinFn = rd.spinLoop
+}
+
+// read reads one message into buf (see Conn.Read).
+func (rd *connReader) read(buf []byte) (int, error) {
+	c := rd.c
+	rd.buf, rd.n, rd.rerr = buf, 0, nil
+	defer func() { rd.buf = nil }()
 	var err error
 	if c.blocking {
-		n, rerr, err = c.readBlocking(buf)
+		err = rd.readBlocking()
 	} else {
-		read := func(fd uintptr) { n, rerr = readRetry(rawRead, int(fd), buf) }
-		err = c.rc.Read(func(fd uintptr) bool {
-			read(fd)
-			return rerr != unix.EAGAIN
-		})
+		err = c.rc.Read(rd.pollFn)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !c.closed.Load() {
 			// /dev/fuse polls as EPOLLERR once the connection is gone, and
 			// the runtime then fails the next wait with "not pollable"
 			// without reading. Ask the descriptor itself (it says ENODEV).
-			rerr = unix.EAGAIN
-			if cerr := c.rc.Control(read); cerr != nil {
+			rd.rerr = unix.EAGAIN
+			if cerr := c.rc.Control(rd.rawFn); cerr != nil {
 				return 0, c.pollErr(cerr)
 			}
-			if rerr != unix.EAGAIN {
+			if rd.rerr != unix.EAGAIN {
 				err = nil
 			}
 		}
@@ -235,17 +270,17 @@ func (c *Conn) Read(buf []byte) (int, error) {
 	if err != nil {
 		return 0, c.pollErr(err)
 	}
-	switch {
+	switch rerr := rd.rerr; {
 	case rerr == unix.ENODEV || rerr == unix.ECONNABORTED:
 		return 0, ErrClosed
 	case rerr == unix.ECONNRESET:
 		return 0, ErrClosed // a socketpair peer closed with messages unread
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
-	case n == 0 && c.hungUp():
+	case rd.n == 0 && c.hungUp():
 		return 0, ErrClosed // a socketpair peer hung up
 	}
-	return n, nil // n == 0: an empty message, which the caller drops
+	return rd.n, nil // n == 0: an empty message, which the caller drops
 }
 
 // readRetry reads once, retrying EINTR and ENOENT (a request aborted while
@@ -280,32 +315,28 @@ const (
 // readBlocking reads one message on a character device: first by spinning,
 // then with a blocking read(2) on this goroutine's thread, until it returns
 // something other than EAGAIN (a reader woken by setExpired sees EAGAIN),
-// the deadline passes or the Conn is closed. It returns the read's result,
-// or in err why it stopped without one.
-func (c *Conn) readBlocking(buf []byte) (n int, rerr error, err error) {
+// the deadline passes or the Conn is closed. It leaves the read's result in
+// rd, or returns why it stopped without one.
+func (rd *connReader) readBlocking() error {
+	c := rd.c
 	if c.closed.Load() {
-		return 0, nil, ErrClosed
+		return ErrClosed
 	}
 	if c.deadlinePassed() {
-		return 0, nil, os.ErrDeadlineExceeded
+		return os.ErrDeadlineExceeded
 	}
-	if ok, n, rerr, err := c.spin(buf); ok || err != nil {
-		return n, rerr, err
+	if ok, err := rd.spin(); ok || err != nil {
+		return err
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	tid := unix.Gettid()
-	// A blocking read(2) must go through the scheduler (unix.Read): made
-	// with RawSyscall it would hold its P while the server idles, and with
-	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
-	// run until the next request.
-	read := func(fd uintptr) { n, rerr = readRetry(unix.Read, int(fd), buf) }
 	for {
 		if c.closed.Load() {
-			return 0, nil, ErrClosed
+			return ErrClosed
 		}
 		if c.deadlinePassed() {
-			return 0, nil, os.ErrDeadlineExceeded
+			return os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
 		for c.spinning {
@@ -332,17 +363,17 @@ func (c *Conn) readBlocking(buf []byte) (n int, rerr error, err error) {
 		}
 		c.waiters[tid]++
 		c.mu.Unlock()
-		err := c.rc.Control(read)
+		err := c.rc.Control(rd.blockFn)
 		c.mu.Lock()
 		if c.waiters[tid]--; c.waiters[tid] == 0 {
 			delete(c.waiters, tid)
 		}
 		c.mu.Unlock()
 		if err != nil {
-			return 0, nil, err
+			return err
 		}
-		if rerr != unix.EAGAIN {
-			return n, rerr, nil
+		if rd.rerr != unix.EAGAIN {
+			return nil
 		}
 		// Woken on purpose, or the file was switched to O_NONBLOCK between
 		// the unlock and the read: look again.
@@ -350,50 +381,55 @@ func (c *Conn) readBlocking(buf []byte) (n int, rerr error, err error) {
 }
 
 // spin polls the file with non-blocking reads and sched_yield (see
-// spinYields). ok reports that it read something (n, rerr); err that the
-// Conn was closed or its deadline passed meanwhile.
-func (c *Conn) spin(buf []byte) (ok bool, n int, rerr error, err error) {
+// spinYields). ok reports that it read something (into rd); err that the
+// Conn was closed meanwhile.
+func (rd *connReader) spin() (ok bool, err error) {
+	c := rd.c
 	c.mu.Lock()
 	if c.spinning || c.expired {
 		c.mu.Unlock()
-		return false, 0, nil, nil
+		return false, nil
 	}
 	c.spinning = true
 	c.setNonblock(true)
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.spinning = false
-		if c.spinDone != nil {
-			close(c.spinDone)
-			c.spinDone = nil
-		}
-		c.mu.Unlock()
-	}()
+	rd.ok = false
+	err = c.rc.Control(rd.spinFn)
+	c.mu.Lock()
+	c.spinning = false
+	if c.spinDone != nil {
+		close(c.spinDone)
+		c.spinDone = nil
+	}
+	c.mu.Unlock()
+	return rd.ok, err
+}
+
+// spinLoop is spin's part on the descriptor: c.spinning is set, so the
+// file is O_NONBLOCK throughout.
+func (rd *connReader) spinLoop(fd uintptr) {
+	c := rd.c
 	var start time.Time
-	err = c.rc.Control(func(fd uintptr) {
-		for i := 0; ; i++ {
-			n, rerr = readRetry(rawRead, int(fd), buf)
-			if rerr != unix.EAGAIN {
-				ok = true
-				return
-			}
-			if i == spinYields || c.closed.Load() {
-				return
-			}
-			now := time.Now()
-			if i == 0 {
-				start = now
-			} else if now.Sub(start) > spinTime {
-				return
-			}
-			if d := c.deadline.Load(); d != 0 && now.UnixNano() >= d {
-				return
-			}
-			schedYield()
+	for i := 0; ; i++ {
+		rd.rawFn(fd)
+		if rd.rerr != unix.EAGAIN {
+			rd.ok = true
+			return
 		}
-	})
-	return ok, n, rerr, err
+		if i == spinYields || c.closed.Load() {
+			return
+		}
+		now := time.Now()
+		if i == 0 {
+			start = now
+		} else if now.Sub(start) > spinTime {
+			return
+		}
+		if d := c.deadline.Load(); d != 0 && now.UnixNano() >= d {
+			return
+		}
+		schedYield()
+	}
 }
 
 // hungUp tells a closed peer from an empty message: on a SOCK_SEQPACKET
@@ -423,31 +459,55 @@ func (c *Conn) hungUp() bool {
 // unlike RawConn.Write it does not serialise writers, which the kernel
 // does not need.
 func (c *Conn) Write(iov [][]byte) error {
-	var werr error
-	err := c.rc.Control(func(fd uintptr) {
+	w := new(msgWriter)
+	w.init()
+	w.iov = iov
+	return c.write(w)
+}
+
+// msgWriter is reusable state for writing messages without allocating:
+// its closure is made once, in init.
+type msgWriter struct {
+	iov  [][]byte
+	two  [2][]byte // backing array for iov (writeMsg)
+	werr error
+	fn   func(fd uintptr)
+}
+
+func (w *msgWriter) init() {
+	w.fn = func(fd uintptr) {
 		for {
-			_, werr = rawWritev(int(fd), iov)
-			if werr != unix.EINTR {
+			_, w.werr = rawWritev(int(fd), w.iov)
+			if w.werr != unix.EINTR {
 				return
 			}
 		}
-	})
-	if err == nil && werr == unix.EAGAIN {
+	}
+}
+
+// writeMsg writes head followed by data (which may be empty) as one message.
+func (c *Conn) writeMsg(w *msgWriter, head, data []byte) error {
+	w.two[0], w.two[1] = head, data
+	w.iov = w.two[:]
+	err := c.write(w)
+	w.two[0], w.two[1], w.iov = nil, nil, nil
+	return err
+}
+
+func (c *Conn) write(w *msgWriter) error {
+	err := c.rc.Control(w.fn)
+	if err == nil && w.werr == unix.EAGAIN {
 		// Only a socketpair with a full buffer says this; wait for room.
 		err = c.rc.Write(func(fd uintptr) bool {
-			for {
-				_, werr = rawWritev(int(fd), iov)
-				if werr != unix.EINTR {
-					return werr != unix.EAGAIN
-				}
-			}
+			w.fn(fd)
+			return w.werr != unix.EAGAIN
 		})
 	}
 	switch {
 	case err != nil:
 		return c.pollErr(err)
-	case werr != nil:
-		return werr
+	case w.werr != nil:
+		return w.werr
 	}
 	return nil
 }
