@@ -33,6 +33,8 @@ type Request struct {
 // exactly once. Returning a syscall.Errno (possibly wrapped) sends that
 // errno; any other error sends EIO and is logged. ctx is cancelled when the
 // kernel sends INTERRUPT for the request or the server is shutting down.
+// Like r, ctx and the argument and out pointers are valid only during the
+// call: the server reuses them for later requests.
 //
 // Embed NotImplemented to answer ENOSYS for the operations a file system
 // does not implement.

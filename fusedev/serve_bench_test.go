@@ -54,26 +54,32 @@ func benchDispatch(b *testing.B, op abi.Opcode, arg []byte) {
 	defer c.Close()
 	s := NewServer(c, benchFS{}, Options{Resume: &Negotiated{Major: 7, Minor: abi.KernelMinorVersion, MaxWrite: 1 << 20, MaxPages: 256}})
 	s.neg.Store(s.opts.Resume)
-	stop := make(chan struct{})
-	timer := time.AfterFunc(time.Hour, func() {})
-	timer.Stop()
+	// One reader slot and its goroutine's state, as Serve and loop make them.
+	sl := &readSlot{s: s, c: c, lc: &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}}
+	sl.lc.stopped.Store(true) // a hand-off (a stall of the benchmark) starts no reader
+	sl.timer = time.AfterFunc(time.Hour, sl.expired)
+	sl.timer.Stop()
+	defer sl.timer.Stop()
+	g := &loopG{handed: make(chan struct{})}
+	g.rd.init(c)
+	sl.owner.Store(g)
+	s.readers = []*readSlot{sl}
 	h := abi.InHeader{Len: uint32(abi.SizeInHeader + len(arg)), Opcode: op, NodeID: 1, UID: 1000, GID: 1000, PID: 42}
-	msg := append(append([]byte(nil), abi.Bytes(&h)...), arg...)
-	bp := s.pool.get(s.bufSize)
+	n := abi.SizeInHeader + len(arg)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		h.Unique = uint64(2 + 2*i)
-		copy(*bp, abi.Bytes(&h))
-		copy((*bp)[abi.SizeInHeader:], arg)
-		var r *request
-		r, bp = s.dispatch(c, bp, len(msg), stop)
-		if r == nil {
-			b.Fatal("no request to serve")
+		if g.bp == nil {
+			g.bp = s.pool.get(s.bufSize)
 		}
-		serveInline(r, timer) // a late hand-off (a descheduled benchmark) does nothing here
-		if bp == nil {
-			bp = s.pool.get(s.bufSize)
+		h.Unique = uint64(2 + 2*i)
+		copy(*g.bp, abi.Bytes(&h))
+		copy((*g.bp)[abi.SizeInHeader:], arg)
+		if !s.handle(sl, g, n, time.Now()) {
+			// Handed off after a stall (a busy machine): carry on as the
+			// new goroutine would.
+			g = &loopG{handed: make(chan struct{}), rd: g.rd}
+			sl.owner.Store(g)
 		}
 	}
 }
