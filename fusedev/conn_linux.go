@@ -23,29 +23,40 @@ var ErrClosed = errors.New("fuse connection closed")
 
 // Conn is one descriptor that carries FUSE messages.
 //
-// On a character device (/dev/fuse, /dev/cuse, a clone) reads block in
-// read(2) on the reading goroutine's thread: the kernel wakes exactly one
-// blocked reader per request, and the Go scheduler is not involved, which
-// makes a round trip several times cheaper than waiting in the netpoller.
-// To wake blocked readers (SetReadDeadline, Close) the Conn puts the file in
-// O_NONBLOCK mode and sends SIGURG to their threads: the kernel restarts the
-// interrupted read (Go's handlers use SA_RESTART), the restarted read sees
-// O_NONBLOCK and returns EAGAIN. SIGURG is the signal the Go runtime itself
-// uses for preemption and tolerates spuriously; a program that subscribes
-// to SIGURG with os/signal will see these.
+// On a character device (/dev/fuse, /dev/cuse, a clone) a reader first
+// spins: it polls with non-blocking reads, yielding the CPU between them
+// (see spinYields). When nothing comes it waits, in one of two ways chosen
+// when the Conn is made:
+//
+//   - With GOMAXPROCS > 1 it blocks in read(2) on its thread: the kernel
+//     wakes exactly one blocked reader per request, and the Go scheduler is
+//     not involved, which makes a round trip several times cheaper than
+//     waiting in the netpoller. To wake blocked readers (SetReadDeadline,
+//     Close) the Conn puts the file in O_NONBLOCK mode and sends SIGURG to
+//     their threads: the kernel restarts the interrupted read (Go's
+//     handlers use SA_RESTART), the restarted read sees O_NONBLOCK and
+//     returns EAGAIN. SIGURG is the signal the Go runtime itself uses for
+//     preemption and tolerates spuriously; a program that subscribes to
+//     SIGURG with os/signal will see these.
+//   - With GOMAXPROCS 1 it waits in Go's netpoller (the file stays
+//     non-blocking). A thread blocked in a system call makes the runtime's
+//     sysmon take its P away within 20 µs when there is no other P, and
+//     sysmon then ticks every 20 µs for a millisecond or more: on a one-CPU
+//     machine every tick is a context switch (docs/benchmarks/cuse.md).
 //
 // On anything else (a SOCK_SEQPACKET socketpair in tests) reads wait in
-// Go's netpoller. Writes go straight to the descriptor either way (the
-// kernel keeps each write whole).
+// Go's netpoller without spinning. Writes go straight to the descriptor
+// either way (the kernel keeps each write whole).
 type Conn struct {
 	f      *os.File
 	rc     syscall.RawConn
 	fd     int
 	closed atomic.Bool // Close was called
 
-	blocking bool // a character device: reads block in read(2)
-	// deadline is the read deadline in Unix nanoseconds, 0 for none
-	// (blocking mode only; the netpoller keeps its own).
+	spin     bool // a character device: readers spin before they wait
+	blocking bool // readers wait in read(2), not in the netpoller
+	// deadline is the read deadline in Unix nanoseconds, 0 for none, for
+	// spinning and blocking readers (the netpoller keeps its own).
 	deadline atomic.Int64
 
 	mu       sync.Mutex
@@ -81,15 +92,33 @@ func NewConn(f *os.File) (*Conn, error) {
 }
 
 // NewConnFD takes ownership of the raw descriptor fd. A character device
-// is put in blocking mode (see Conn); anything else in non-blocking mode,
-// registered with Go's poller.
+// is put in blocking mode when GOMAXPROCS > 1 (see Conn); anything else
+// in non-blocking mode, registered with Go's poller.
 func NewConnFD(fd int, name string) (*Conn, error) {
+	return newConnFD(fd, name, waitAuto)
+}
+
+// How readers of a character device wait (tests choose; see Conn).
+const (
+	waitAuto = iota
+	waitBlocking
+	waitPoller
+)
+
+func newConnFD(fd int, name string, wait int) (*Conn, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("stat %s: %w", name, err)
 	}
-	blocking := st.Mode&unix.S_IFMT == unix.S_IFCHR
+	chr := st.Mode&unix.S_IFMT == unix.S_IFCHR
+	if wait == waitAuto {
+		wait = waitBlocking
+		if runtime.GOMAXPROCS(0) == 1 {
+			wait = waitPoller
+		}
+	}
+	blocking := chr && wait == waitBlocking
 	if err := unix.SetNonblock(fd, !blocking); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set %s non-blocking: %w", name, err)
@@ -100,7 +129,7 @@ func NewConnFD(fd int, name string) (*Conn, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Conn{f: f, rc: rc, fd: fd, blocking: blocking}, nil
+	return &Conn{f: f, rc: rc, fd: fd, spin: chr, blocking: blocking}, nil
 }
 
 // Fd returns the descriptor. It stays owned by the Conn.
@@ -139,6 +168,11 @@ func (c *Conn) pollErr(err error) error {
 // at t; the zero time clears it.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	if !c.blocking {
+		if t.IsZero() {
+			c.deadline.Store(0)
+		} else {
+			c.deadline.Store(t.UnixNano())
+		}
 		return c.f.SetReadDeadline(t)
 	}
 	c.mu.Lock()
@@ -198,7 +232,8 @@ func (c *Conn) setNonblock(on bool) {
 	}
 }
 
-// deadlinePassed reports whether the read deadline (blocking mode) is over.
+// deadlinePassed reports whether the read deadline is over (spinning and
+// blocking readers).
 func (c *Conn) deadlinePassed() bool {
 	d := c.deadline.Load()
 	return d != 0 && time.Now().UnixNano() >= d
@@ -253,7 +288,20 @@ func (rd *connReader) read(buf []byte) (int, error) {
 	if c.blocking {
 		err = rd.readBlocking()
 	} else {
-		err = c.rc.Read(rd.pollFn)
+		if c.spin {
+			// The file is always non-blocking here: spin without c.mu.
+			switch {
+			case c.closed.Load():
+				return 0, ErrClosed
+			case c.deadlinePassed():
+				return 0, os.ErrDeadlineExceeded
+			}
+			rd.ok = false
+			err = c.rc.Control(rd.spinFn)
+		}
+		if err == nil && !rd.ok {
+			err = c.rc.Read(rd.pollFn)
+		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !c.closed.Load() {
 			// /dev/fuse polls as EPOLLERR once the connection is gone, and
 			// the runtime then fails the next wait with "not pollable"
@@ -305,8 +353,9 @@ func readRetry(read func(int, []byte) (int, error), fd int, buf []byte) (int, er
 // docs/benchmarks/cuse.md). The poll is bounded by count and time, after
 // which the reader blocks as before.
 //
-// Only non-blocking reads and sched_yield are made with RawSyscall here:
-// the file is O_NONBLOCK for as long as c.spinning is set (see readBlocking).
+// Only non-blocking reads and sched_yield are made with RawSyscall here: a
+// blocking Conn's file is O_NONBLOCK for as long as c.spinning is set (see
+// readBlocking), any other Conn's always.
 const (
 	spinYields = 8                     // sched_yield calls at most
 	spinTime   = 50 * time.Microsecond // and about this long
@@ -405,8 +454,8 @@ func (rd *connReader) spin() (ok bool, err error) {
 	return rd.ok, err
 }
 
-// spinLoop is spin's part on the descriptor: c.spinning is set, so the
-// file is O_NONBLOCK throughout.
+// spinLoop is spin's part on the descriptor: the file is O_NONBLOCK
+// throughout (c.spinning is set, or the Conn is not blocking).
 func (rd *connReader) spinLoop(fd uintptr) {
 	c := rd.c
 	var start time.Time

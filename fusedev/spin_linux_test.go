@@ -14,13 +14,28 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fusegate/fusegate/fusedev/abi"
 )
 
 // These tests drive Conn's read path on real /dev/fuse mounts: readers that
 // spin (non-blocking reads between sched_yield calls) before they block in
-// read(2), woken by deadlines and Close at any point of that, and several
-// readers sharing one descriptor while others spin.
+// read(2) or wait in the netpoller, woken by deadlines and Close at any
+// point of that, and several readers sharing one descriptor while others
+// spin. Each runs in both waiting modes, with GOMAXPROCS 1.
+
+// modes runs f once per way of waiting, with GOMAXPROCS 1 (see oneP); the
+// Conn is made for the mode by mountSpin.
+func modes(t *testing.T, f func(t *testing.T, blocking bool)) {
+	for _, blocking := range []bool{true, false} {
+		name := "poller"
+		if blocking {
+			name = "blocking"
+		}
+		t.Run(name, func(t *testing.T) { f(t, blocking) })
+	}
+}
 
 func requireRealFuse(t *testing.T) {
 	t.Helper()
@@ -40,9 +55,11 @@ func oneP(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 }
 
-// mountSpin mounts a FUSE file system on a fresh directory and reads its
-// INIT (nothing else is queued afterwards). The mount goes at cleanup.
-func mountSpin(t *testing.T, readInit bool) (string, *Conn) {
+// mountSpin mounts a FUSE file system on a fresh directory, with a Conn
+// whose readers block in read(2) or wait in the netpoller, and reads its
+// INIT if asked (nothing else is queued afterwards). The mount goes at
+// cleanup.
+func mountSpin(t *testing.T, readInit, blocking bool) (string, *Conn) {
 	t.Helper()
 	mp := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {
@@ -51,6 +68,21 @@ func mountSpin(t *testing.T, readInit bool) (string, *Conn) {
 	c, err := Mount(mp, MountOptions{FSName: "fusedev-spin-test"})
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
+	}
+	wait := waitPoller
+	if blocking {
+		wait = waitBlocking
+	}
+	if c.blocking != blocking {
+		// Mount chose the other mode (by GOMAXPROCS): remake the Conn.
+		fd, err := unix.FcntlInt(uintptr(c.Fd()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if c, err = newConnFD(fd, "/dev/fuse", wait); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		if _, ok, _ := FindMount(mp); ok {
@@ -71,7 +103,11 @@ func mountSpin(t *testing.T, readInit bool) (string, *Conn) {
 func TestReadDeadlineDuringSpin(t *testing.T) {
 	requireRealFuse(t)
 	oneP(t)
-	_, c := mountSpin(t, true)
+	modes(t, testReadDeadlineDuringSpin)
+}
+
+func testReadDeadlineDuringSpin(t *testing.T, blocking bool) {
+	_, c := mountSpin(t, true, blocking)
 	buf := make([]byte, 1<<20+4096)
 	for i := 0; i < 300; i++ {
 		done := make(chan error, 1)
@@ -103,8 +139,13 @@ func TestReadDeadlineDuringSpin(t *testing.T) {
 // Close at any moment of a reader's spin ends its Read with ErrClosed.
 func TestCloseDuringSpin(t *testing.T) {
 	requireRealFuse(t)
+	oneP(t)
+	modes(t, testCloseDuringSpin)
+}
+
+func testCloseDuringSpin(t *testing.T, blocking bool) {
 	for i := 0; i < 20; i++ {
-		_, c := mountSpin(t, true)
+		_, c := mountSpin(t, true, blocking)
 		done := make(chan error, 1)
 		go func() {
 			_, err := c.Read(make([]byte, 1<<20+4096))
@@ -157,7 +198,11 @@ func TestSharedDescriptorReaders(t *testing.T) {
 	if _, err := exec.LookPath("stat"); err != nil {
 		t.Skip("no stat in PATH")
 	}
-	mp, c := mountSpin(t, false)
+	modes(t, testSharedDescriptorReaders)
+}
+
+func testSharedDescriptorReaders(t *testing.T, blocking bool) {
+	mp, c := mountSpin(t, false, blocking)
 	srv := NewServer(c, statFS{}, Options{Readers: 3})
 	srv.shareFD = true
 	served := make(chan error, 1)
