@@ -117,6 +117,18 @@ type IoctlOut struct {
 	Retry   bool
 	InIovs  []abi.IoctlIovec
 	OutIovs []abi.IoctlIovec
+
+	buf func(n int) []byte // the request's reply buffer (Buffer)
+}
+
+// Buffer returns n bytes (not zeroed) for Data: the server's own reply
+// buffer, so that a handler filling it allocates nothing. It is valid
+// until the handler returns.
+func (o *IoctlOut) Buffer(n int) []byte {
+	if o.buf == nil {
+		return make([]byte, n)
+	}
+	return o.buf(n)
 }
 
 // NotImplemented answers ENOSYS to every operation (and ignores Forget).

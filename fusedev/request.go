@@ -23,30 +23,32 @@ const outWords = (abi.SizeOutHeader + abi.SizeStatxOut) / 8
 // request objects for the requests it serves inline (see reset); one handed
 // off to another goroutine is dropped after its reply.
 type request struct {
-	s     *Server
-	conn  *Conn
-	hdr   abi.InHeader
-	start time.Time
-	small []byte  // the request, copied when it is small (cap smallRequest)
-	big   *[]byte // the read buffer, taken by a large request
-	in    []byte  // arguments after the header, extensions excluded
-	ext   []byte  // request extensions (7.38)
-	ctx   reqContext
-	pub   Request
-	ioctl IoctlOut
-	w     msgWriter
-	arg   [16]uint64 // the decoded fixed arguments (argOf)
+	s      *Server
+	conn   *Conn
+	hdr    abi.InHeader
+	start  time.Time
+	small  []byte  // the request, copied when it is small (cap smallRequest)
+	big    *[]byte // the read buffer, taken by a large request
+	in     []byte  // arguments after the header, extensions excluded
+	ext    []byte  // request extensions (7.38)
+	ctx    reqContext
+	pub    Request
+	ioctl  IoctlOut
+	w      msgWriter
+	arg    [16]uint64       // the decoded fixed arguments (argOf)
+	dataFn func(int) []byte // dataOf, made once
 
 	out     [outWords]uint64 // out header, then the fixed reply
 	outLen  int              // bytes of fixed reply after the header
 	data    []byte           // variable reply data after the fixed reply
-	dataBuf *[]byte          // pooled buffer behind data, if any
+	dataBuf *[]byte          // pooled buffer for data, kept while the object is reused
 }
 
 func (s *Server) newRequest() *request {
 	r := &request{s: s, small: make([]byte, smallRequest)}
 	r.ctx.parent = context.Background()
 	r.w.init()
+	r.dataFn = r.dataOf
 	return r
 }
 
@@ -57,9 +59,9 @@ func (r *request) reset(c *Conn, h *abi.InHeader, start time.Time) {
 	r.conn, r.hdr, r.start = c, *h, start
 	r.in, r.ext, r.big = nil, nil, nil
 	r.pub = Request{}
-	r.ioctl = IoctlOut{}
+	r.ioctl = IoctlOut{buf: r.dataFn}
 	r.out = [outWords]uint64{}
-	r.outLen, r.data, r.dataBuf = 0, nil, nil
+	r.outLen, r.data = 0, nil
 	r.ctx.mu.Lock()
 	r.ctx.unique, r.ctx.err, r.ctx.done = h.Unique, nil, nil
 	r.ctx.mu.Unlock()
@@ -105,8 +107,7 @@ func (r *request) serve() {
 	r.reply(errno)
 
 	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
-	s.pool.put(r.dataBuf)
-	r.dataBuf, r.data = nil, nil
+	r.data = nil
 	s.release()
 }
 
@@ -153,10 +154,22 @@ func (r *request) reply(errno syscall.Errno) {
 	}
 }
 
-// dataOf returns a pooled buffer of n bytes for reply data.
+// dataOf returns a buffer of n bytes for reply data: the request object's
+// own, from the pool the first time or when it is too small.
 func (r *request) dataOf(n int) []byte {
-	r.dataBuf = r.s.pool.get(n)
+	if r.dataBuf == nil || cap(*r.dataBuf) < n {
+		r.s.pool.put(r.dataBuf)
+		r.dataBuf = r.s.pool.get(n)
+	}
+	*r.dataBuf = (*r.dataBuf)[:n]
 	return *r.dataBuf
+}
+
+// drop returns the buffers of a request object that will not be reused.
+func (r *request) drop() {
+	r.s.pool.put(r.big)
+	r.s.pool.put(r.dataBuf)
+	r.big, r.dataBuf = nil, nil
 }
 
 func parseSuppGroups(ext []byte) []uint32 {

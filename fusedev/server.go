@@ -433,7 +433,12 @@ func (s *Server) loop(sl *readSlot) {
 	g := &loopG{handed: make(chan struct{})}
 	g.rd.init(sl.c)
 	sl.owner.Store(g)
-	defer func() { s.pool.put(g.bp) }()
+	defer func() {
+		s.pool.put(g.bp)
+		if g.spare != nil {
+			g.spare.drop()
+		}
+	}()
 	for {
 		if lc.stopped.Load() {
 			return
@@ -491,7 +496,7 @@ func (s *Server) handle(sl *readSlot, g *loopG, n int, now time.Time) bool {
 		s.mu.Lock()
 		delete(s.inflight, r.hdr.Unique)
 		s.mu.Unlock()
-		s.pool.put(r.big)
+		r.drop()
 		return false
 	}
 	sl.cur.Store(nil)
