@@ -181,6 +181,7 @@ func (a *adapter) Ioctl(ctx context.Context, r *fusedev.Request, in *abi.IoctlIn
 	req := s.ioctlPool.Get().(*IoctlRequest)
 	defer s.ioctlPool.Put(req)
 	req.reset(in, data)
+	req.alloc = out.Buffer // the reply data is built in the server's buffer
 	res, err := h.Ioctl(ctx, op(r, f, uint32(f.flags)), req)
 	if req.missing && (err == nil || errors.Is(err, ErrIoctlRetry)) {
 		s.stats.ioctlRetries.Add(1)
