@@ -52,6 +52,10 @@ type Conn struct {
 	rc     syscall.RawConn
 	fd     int
 	closed atomic.Bool // Close was called
+	// raw counts the raw system calls in progress on fd (hold): the spin's
+	// reads and the writes, which take no reference on f's descriptor.
+	// Close waits for them, so none can reach a file that reused fd.
+	raw atomic.Int32
 
 	spin     bool // a character device: readers spin before they wait
 	blocking bool // readers wait in read(2), not in the netpoller
@@ -136,6 +140,7 @@ func newConnFD(fd int, name string, wait int) (*Conn, error) {
 func (c *Conn) Fd() int { return c.fd }
 
 // File returns the Conn's file, e.g. to hand it to systemd's fd store.
+// Close the Conn, not the file.
 func (c *Conn) File() *os.File { return c.f }
 
 // Close closes the descriptor, waking readers blocked on it (they get
@@ -151,7 +156,23 @@ func (c *Conn) Close() error {
 		c.setExpired(true)
 		c.mu.Unlock()
 	}
+	for c.raw.Load() != 0 {
+		// A spin (tens of µs at most) or a write is under way.
+		time.Sleep(10 * time.Microsecond)
+	}
 	return c.f.Close()
+}
+
+// hold registers a raw system call on c.fd; false when the Conn is closed.
+// Cheaper than RawConn.Control, which costs several calls, on every
+// request. Pair with c.raw.Add(-1).
+func (c *Conn) hold() bool {
+	c.raw.Add(1)
+	if c.closed.Load() { // Close sets closed, then waits for raw to drain
+		c.raw.Add(-1)
+		return false
+	}
+	return true
 }
 
 // pollErr maps the error of a RawConn operation: on a closed Conn the
@@ -261,7 +282,6 @@ type connReader struct {
 	rawFn   func(fd uintptr)      // one non-blocking read
 	pollFn  func(fd uintptr) bool // netpoller: one read, false on EAGAIN
 	blockFn func(fd uintptr)      // one blocking read(2) through the scheduler
-	spinFn  func(fd uintptr)      // non-blocking reads and sched_yield
 }
 
 func (rd *connReader) init(c *Conn) {
@@ -276,7 +296,6 @@ func (rd *connReader) init(c *Conn) {
 	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
 	// run until the next request.
 	rd.blockFn = func(fd uintptr) { rd.n, rd.rerr = readRetry(unix.Read, int(fd), rd.buf) }
-	rd.spinFn = rd.spinLoop
 }
 
 // read reads one message into buf (see Conn.Read).
@@ -297,7 +316,11 @@ func (rd *connReader) read(buf []byte) (int, error) {
 				return 0, os.ErrDeadlineExceeded
 			}
 			rd.ok = false
-			err = c.rc.Control(rd.spinFn)
+			if !c.hold() {
+				return 0, ErrClosed
+			}
+			rd.spinLoop(uintptr(c.fd))
+			c.raw.Add(-1)
 		}
 		if err == nil && !rd.ok {
 			err = c.rc.Read(rd.pollFn)
@@ -443,7 +466,12 @@ func (rd *connReader) spin() (ok bool, err error) {
 	c.setNonblock(true)
 	c.mu.Unlock()
 	rd.ok = false
-	err = c.rc.Control(rd.spinFn)
+	if c.hold() {
+		rd.spinLoop(uintptr(c.fd))
+		c.raw.Add(-1)
+	} else {
+		err = ErrClosed
+	}
 	c.mu.Lock()
 	c.spinning = false
 	if c.spinDone != nil {
@@ -544,8 +572,13 @@ func (c *Conn) writeMsg(w *msgWriter, head, data []byte) error {
 }
 
 func (c *Conn) write(w *msgWriter) error {
-	err := c.rc.Control(w.fn)
-	if err == nil && w.werr == unix.EAGAIN {
+	if !c.hold() {
+		return ErrClosed
+	}
+	w.fn(uintptr(c.fd))
+	c.raw.Add(-1)
+	var err error
+	if w.werr == unix.EAGAIN {
 		// Only a socketpair with a full buffer says this; wait for room.
 		err = c.rc.Write(func(fd uintptr) bool {
 			w.fn(fd)
@@ -574,14 +607,14 @@ func rawRead(fd int, buf []byte) (int, error) {
 	if len(buf) > 0 {
 		p = unsafe.Pointer(&buf[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(buf)))
+	n, _, e := syscall.RawSyscall6(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(buf)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(n), nil
 }
 
-func schedYield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+func schedYield() { syscall.RawSyscall6(unix.SYS_SCHED_YIELD, 0, 0, 0, 0, 0, 0) }
 
 func rawWritev(fd int, iov [][]byte) (int, error) {
 	var small [4]unix.Iovec
@@ -598,7 +631,7 @@ func rawWritev(fd int, iov [][]byte) (int, error) {
 	if len(vs) > 0 {
 		p = unsafe.Pointer(&vs[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(vs)))
+	n, _, e := syscall.RawSyscall6(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(vs)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}

@@ -26,11 +26,11 @@ type request struct {
 	s      *Server
 	conn   *Conn
 	hdr    abi.InHeader
-	start  time.Time
-	small  []byte  // the request, copied when it is small (cap smallRequest)
-	big    *[]byte // the read buffer, taken by a large request
-	in     []byte  // arguments after the header, extensions excluded
-	ext    []byte  // request extensions (7.38)
+	start  time.Duration // Server.clock() when it was read
+	small  []byte        // the request, copied when it is small (cap smallRequest)
+	big    *[]byte       // the read buffer, taken by a large request
+	in     []byte        // arguments after the header, extensions excluded
+	ext    []byte        // request extensions (7.38)
 	ctx    reqContext
 	pub    Request
 	ioctl  IoctlOut
@@ -55,7 +55,7 @@ func (s *Server) newRequest() *request {
 // reset prepares r for the request with header h, read at start from c.
 // The context is reset under its lock: an INTERRUPT may be looking at r
 // (ctx.cancelIf).
-func (r *request) reset(c *Conn, h *abi.InHeader, start time.Time) {
+func (r *request) reset(c *Conn, h *abi.InHeader, start time.Duration) {
 	r.conn, r.hdr, r.start = c, *h, start
 	r.in, r.ext, r.big = nil, nil, nil
 	r.pub = Request{}
@@ -106,7 +106,7 @@ func (r *request) serve() {
 	}
 	r.reply(errno)
 
-	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
+	s.stats.record(r.hdr.Opcode, s.clock()-r.start, errno != 0)
 	r.data = nil
 	s.release()
 }

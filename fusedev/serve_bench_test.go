@@ -75,7 +75,7 @@ func benchDispatch(b *testing.B, op abi.Opcode, arg []byte) {
 		h.Unique = uint64(2 + 2*i)
 		copy(*g.bp, abi.Bytes(&h))
 		copy((*g.bp)[abi.SizeInHeader:], arg)
-		if !s.handle(sl, g, n, time.Now()) {
+		if !s.handle(sl, g, n, s.clock()) {
 			// Handed off after a stall (a busy machine): carry on as the
 			// new goroutine would.
 			g = &loopG{handed: make(chan struct{}), rd: g.rd}

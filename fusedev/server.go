@@ -105,6 +105,7 @@ type Server struct {
 	opts Options
 	log  logrus.FieldLogger
 
+	epoch   time.Time // of clock
 	neg     atomic.Pointer[Negotiated]
 	ready   chan struct{} // closed once INIT is answered
 	bufSize int
@@ -163,6 +164,7 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 		opts.ShutdownGrace = 5 * time.Second
 	}
 	return &Server{
+		epoch:     time.Now().Add(-time.Second), // clock() is never 0
 		fs:        fs,
 		conn:      conn,
 		opts:      opts,
@@ -188,6 +190,10 @@ const (
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// clock is the server's monotonic clock: cheaper than time.Now, which also
+// reads the wall clock.
+func (s *Server) clock() time.Duration { return time.Since(s.epoch) }
 
 // Conn returns the connection the server was made for.
 func (s *Server) Conn() *Conn { return s.conn }
@@ -223,12 +229,12 @@ func (s *Server) Wedge() { s.wedge.Store(true) }
 // Check reports an error when a reader loop has been busy outside its read
 // for longer than limit: the serving loop is not making progress.
 func (s *Server) Check(limit time.Duration) error {
-	now := time.Now().UnixNano()
+	now := s.clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, r := range s.readers {
-		if t := r.busySince.Load(); t != 0 && time.Duration(now-t) > limit {
-			return fmt.Errorf("reader %d stuck for %v", i, time.Duration(now-t).Round(time.Millisecond))
+		if t := time.Duration(r.busySince.Load()); t != 0 && now-t > limit {
+			return fmt.Errorf("reader %d stuck for %v", i, (now - t).Round(time.Millisecond))
 		}
 	}
 	return nil
@@ -392,11 +398,11 @@ type readSlot struct {
 	c  *Conn
 	lc *loopCtl
 
-	busySince atomic.Int64            // unix nanos when the reader left Read; 0 while reading (Check)
+	busySince atomic.Int64            // clock() when the reader left Read; 0 while reading (Check)
 	cur       atomic.Pointer[request] // the request its goroutine handles, until handed off
 	owner     atomic.Pointer[loopG]   // the goroutine holding the read duty
 	state     atomic.Uint64           // seq<<1 of the request served inline, |1 once handed off; 0: none
-	since     atomic.Int64            // unix nanos when that request was read
+	since     atomic.Int64            // clock() when that request was read
 	armed     atomic.Bool             // timer is pending
 	timer     *time.Timer
 	seq       uint64 // owner only
@@ -448,8 +454,8 @@ func (s *Server) loop(sl *readSlot) {
 		}
 		sl.busySince.Store(0)
 		n, err := g.rd.read(*g.bp)
-		now := time.Now()
-		sl.busySince.Store(now.UnixNano())
+		now := s.clock()
+		sl.busySince.Store(int64(now))
 		if err != nil {
 			if lc.stopped.Load() {
 				return
@@ -479,7 +485,7 @@ func (s *Server) loop(sl *readSlot) {
 // handle dispatches and serves the message of n bytes in g's buffer, read
 // at now. It reports false when the request was handed off: g's goroutine
 // has served it and must end, as another one reads sl now.
-func (s *Server) handle(sl *readSlot, g *loopG, n int, now time.Time) bool {
+func (s *Server) handle(sl *readSlot, g *loopG, n int, now time.Duration) bool {
 	r := g.spare
 	if r == nil {
 		r = s.newRequest()
@@ -511,10 +517,10 @@ func (s *Server) handle(sl *readSlot, g *loopG, n int, now time.Time) bool {
 // serveInline serves r, read at start, on this goroutine with the hand-off
 // timer armed. It reports false when the timer handed the read duty to
 // another goroutine meanwhile.
-func (sl *readSlot) serveInline(r *request, start time.Time) bool {
+func (sl *readSlot) serveInline(r *request, start time.Duration) bool {
 	sl.seq++
 	st := sl.seq << 1
-	sl.since.Store(start.UnixNano())
+	sl.since.Store(int64(start))
 	sl.state.Store(st)
 	if !sl.armed.Load() && sl.armed.CompareAndSwap(false, true) {
 		sl.timer.Reset(handoffDelay)
@@ -530,7 +536,7 @@ func (sl *readSlot) expired() {
 	if st == 0 || st&1 != 0 {
 		return // idle
 	}
-	age := time.Duration(time.Now().UnixNano() - sl.since.Load())
+	age := sl.s.clock() - time.Duration(sl.since.Load())
 	if age < handoffDelay || !sl.state.CompareAndSwap(st, st|1) {
 		// A young request, or the next one already: look again later.
 		if sl.state.Load() != 0 && sl.armed.CompareAndSwap(false, true) {
@@ -559,7 +565,7 @@ func (sl *readSlot) expired() {
 // Otherwise it fills r with the request, registers it as sl's current one
 // and takes a MaxInflight slot; ok says r is to be served. It returns the
 // buffer for the next read (nil when the request took it).
-func (s *Server) dispatch(sl *readSlot, r *request, bp *[]byte, n int, now time.Time) (ok bool, next *[]byte) {
+func (s *Server) dispatch(sl *readSlot, r *request, bp *[]byte, n int, now time.Duration) (ok bool, next *[]byte) {
 	c := sl.c
 	msg := (*bp)[:n]
 	var h abi.InHeader
@@ -592,7 +598,7 @@ func (s *Server) dispatch(sl *readSlot, r *request, bp *[]byte, n int, now time.
 		return false, bp
 	case abi.OpForget, abi.OpBatchForget:
 		s.forget(&h, payload)
-		s.stats.record(h.Opcode, time.Since(now), false)
+		s.stats.record(h.Opcode, s.clock()-now, false)
 		return false, bp
 	case abi.OpNotifyReply:
 		s.notifyReply(&h, payload)
