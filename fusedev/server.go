@@ -402,6 +402,7 @@ type readSlot struct {
 	cur       atomic.Pointer[request] // the request its goroutine handles, until handed off
 	owner     atomic.Pointer[loopG]   // the goroutine holding the read duty
 	state     atomic.Uint64           // seq<<1 of the request served inline, |1 once handed off; 0: none
+	spare     atomic.Pointer[request] // a request object for the next goroutine, left by one handed off
 	since     atomic.Int64            // clock() when that request was read
 	armed     atomic.Bool             // timer is pending
 	timer     *time.Timer
@@ -426,17 +427,17 @@ type loopCtl struct {
 
 func (s *Server) startLoop(sl *readSlot) {
 	sl.lc.wg.Add(1)
-	go s.loop(sl)
+	go s.loop(sl, nil)
 }
 
 // loop holds the read duty of sl: it reads a message and handles it on its
 // own goroutine. If handling takes longer than handoffDelay, the slot's
 // timer passes the read duty to a new loop goroutine and this one ends
 // with its request.
-func (s *Server) loop(sl *readSlot) {
+func (s *Server) loop(sl *readSlot, bp *[]byte) {
 	lc := sl.lc
 	defer lc.wg.Done()
-	g := &loopG{handed: make(chan struct{})}
+	g := &loopG{handed: make(chan struct{}), bp: bp, spare: sl.spare.Swap(nil)}
 	g.rd.init(sl.c)
 	sl.owner.Store(g)
 	defer func() {
@@ -502,7 +503,16 @@ func (s *Server) handle(sl *readSlot, g *loopG, n int, now time.Duration) bool {
 		s.mu.Lock()
 		delete(s.inflight, r.hdr.Unique)
 		s.mu.Unlock()
-		r.drop()
+		// Leave the object, with its buffers, to the slot's next goroutine:
+		// a new goroutine that had to allocate them could take long enough
+		// on its first request to be handed off in turn.
+		if r.big != nil {
+			s.pool.put(r.big)
+			r.big = nil
+		}
+		if !sl.spare.CompareAndSwap(nil, r) {
+			r.drop()
+		}
 		return false
 	}
 	sl.cur.Store(nil)
@@ -555,7 +565,11 @@ func (sl *readSlot) expired() {
 		sl.cur.Store(nil)
 	}
 	if !sl.lc.stopped.Load() {
-		sl.s.startLoop(sl) // counted in wg while g's goroutine still is
+		// The new goroutine takes g's read buffer: g's request does not
+		// use it (a large one took its own), g only ends after serving.
+		sl.lc.wg.Add(1) // counted while g's goroutine still is
+		go sl.s.loop(sl, g.bp)
+		g.bp = nil
 	}
 	close(g.handed)
 }
