@@ -37,9 +37,9 @@ type Options struct {
 	// the reading to a new goroutine when a request takes long, so requests
 	// are still served concurrently. Default: one per 4 CPUs (GOMAXPROCS),
 	// 1 to 4: the kernel wakes the reader that slept longest, so on small
-	// machines a second reader only adds cold-thread wake-ups
-	// (docs/BENCHMARKS.md, engine: one reader is about 1.7x faster for one
-	// client on 2 CPUs and as fast for four).
+	// machines a second reader adds cold-thread wake-ups (docs/BENCHMARKS.md,
+	// engine: on 2 CPUs one reader is about 1.5x faster for one client, two
+	// are about 1.4x faster for four).
 	Readers int
 	// MaxWrite is the largest WRITE payload: default 1 MiB, at least 4 KiB,
 	// rounded up to whole pages (the kernel counts max_pages). Reads are
