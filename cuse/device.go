@@ -115,6 +115,8 @@ type File struct {
 	kh    atomic.Uint64 // the kernel's poll handle, once a POLL brought one
 	hasKh atomic.Bool
 	armed atomic.Bool // a poller waits for a wake-up
+
+	ioctlReq atomic.Pointer[IoctlRequest] // a spare for the next ioctl on the file
 }
 
 // ID is the file handle the kernel uses for this file; unique among the
