@@ -131,6 +131,12 @@ type Options struct {
 	// replaces the policy of a live mount.
 	Policy *policy.Engine
 
+	// InvalidateEntries makes SetPolicy invalidate the kernel's cached
+	// names one by one (FUSE_NOTIFY_INVAL_ENTRY), as it does on kernels
+	// without FUSE_NOTIFY_INC_EPOCH (before Linux 6.16), even where the
+	// kernel has it: for testing that path on a current kernel.
+	InvalidateEntries bool
+
 	// Check is the gate every request passes before it touches the lower
 	// tree, after the Policy: a non-nil error (a syscall.Errno) answers the
 	// request. nil lets everything through.

@@ -136,6 +136,9 @@ func (fs *FS) invalidateAll() Invalidation {
 	if srv == nil || srv.Negotiated() == nil {
 		return Invalidation{Err: fusedev.ErrNotReady}
 	}
+	if fs.opts.InvalidateEntries {
+		return fs.invalEntries(srv)
+	}
 	err := srv.NotifyIncEpoch()
 	if err == nil {
 		return Invalidation{Epoch: true}

@@ -120,6 +120,8 @@ func runMount(ctx context.Context, e *env, args []string) int {
 		}
 		if pol != nil {
 			popts.Policy = policy.NewEngine(pol, policy.Options{Logger: e.log})
+			// Tests of the invalidation older kernels get (no INC_EPOCH).
+			popts.InvalidateEntries = os.Getenv("FUSEGATE_TEST_ONLY_INVAL_ENTRIES") == "1"
 		}
 		pfs, err := passthrough.New(source, popts)
 		if err != nil {
