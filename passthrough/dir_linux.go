@@ -52,7 +52,7 @@ func (fs *FS) Opendir(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, o
 	if err != nil {
 		return err
 	}
-	h := &handle{n: n, fd: fd, dir: true, ds: &dirStream{}}
+	h := &handle{n: n, fd: fd, dir: true, ds: &dirStream{}, flags: in.Flags}
 	out.OpenFlags = abi.FopenCacheDir
 	var st unix.Statx_t
 	if statxFd(fd, &st) == nil {
@@ -74,6 +74,7 @@ func (fs *FS) Releasedir(ctx context.Context, r *fusedev.Request, in *abi.Releas
 	if h == nil || !h.dir {
 		return syscall.EBADF
 	}
+	fs.st.closeHandle(h)
 	h.close()
 	fs.openUnref(h.n)
 	return nil

@@ -21,6 +21,8 @@ type handle struct {
 	cached bool // counted in n.io.cachedOpens (the kernel page cache is used)
 	wrote  atomic.Bool
 	ds     *dirStream // directories
+	flags  uint32     // open(2) flags, to reopen it after a restart
+	slot   uint32     // restart state record + 1 (state_linux.go)
 }
 
 func (h *handle) close() {
@@ -40,6 +42,7 @@ func (fs *FS) addHandle(h *handle) uint64 {
 	fs.nextFh++
 	fs.handles[fh] = h
 	fs.hmu.Unlock()
+	fs.st.openHandle(fs, fh, h)
 	return fh
 }
 
@@ -117,7 +120,7 @@ func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out 
 	if err != nil {
 		return err
 	}
-	h := &handle{n: n, fd: fd}
+	h := &handle{n: n, fd: fd, flags: in.Flags}
 	fs.setupIO(ctx, r, h, in.Flags, false, out)
 	out.Fh = fs.addHandle(h)
 	return nil
@@ -182,7 +185,7 @@ func (fs *FS) opened(ctx context.Context, r *fusedev.Request, p *node, name stri
 	}
 	n := fs.adopt(p, name, pfd, &st)
 	fs.fillEntry(ctx, &r.Caller, p, name, n, &st, entry)
-	h := &handle{n: n, fd: fd}
+	h := &handle{n: n, fd: fd, flags: flags}
 	fs.setupIO(ctx, r, h, flags, true, out)
 	out.Fh = fs.addHandle(h)
 	return nil
@@ -215,6 +218,7 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 						io.mu.Lock()
 					} else {
 						io.backing = id
+						fs.st.backing(n, id)
 						fs.stats.backingIDs.Add(1)
 						fs.stats.backingOpen.Add(1)
 					}
@@ -368,6 +372,7 @@ func (fs *FS) Release(ctx context.Context, r *fusedev.Request, in *abi.ReleaseIn
 	if h == nil || h.dir {
 		return syscall.EBADF
 	}
+	fs.st.closeHandle(h)
 	n := h.n
 	io := &n.io
 	var closeID int32
@@ -376,6 +381,7 @@ func (fs *FS) Release(ctx context.Context, r *fusedev.Request, in *abi.ReleaseIn
 		io.ptOpens--
 		if io.ptOpens == 0 && io.backing != 0 {
 			closeID, io.backing = io.backing, 0
+			fs.st.backing(n, 0)
 		}
 	}
 	if h.cached {
