@@ -357,7 +357,6 @@ func Report(name string, r *Result) string {
 	return b.String()
 }
 
-
 // The load runs in a child process (the test binary run again): a process
 // that holds files open on the mount must not fork the daemon, or the
 // child's execve closes them, which sends FLUSH to a daemon that is not
