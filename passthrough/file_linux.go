@@ -142,9 +142,18 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 	// O_NOFOLLOW: a symlink that appeared under the name since the kernel
 	// looked it up is not followed out of the tree.
 	flags := int(in.Flags)&^(unix.O_NOCTTY|unix.O_DIRECT) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	it := fs.st.begin(r)
+	if it.done || it.uncertain {
+		// A predecessor created it (or may have): open what is there.
+		if it.err != nil {
+			return it.err
+		}
+		flags &^= unix.O_EXCL | unix.O_TRUNC
+	}
 	as := fs.become(&r.Caller)
 	fd, err := fs.openat(pfd, name, flags, in.Mode&07777)
 	fs.done(as)
+	it.finish(err)
 	if err != nil {
 		return err
 	}

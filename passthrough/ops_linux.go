@@ -384,9 +384,15 @@ func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *
 	if err := fs.gate(ctx, r, p, name); err != nil {
 		return err
 	}
-	as := fs.become(&r.Caller)
-	err = mk(pfd)
-	fs.done(as)
+	it := fs.st.begin(r)
+	if it.done {
+		err = it.err
+	} else {
+		as := fs.become(&r.Caller)
+		err = it.tolerate(mk(pfd), syscall.EEXIST)
+		fs.done(as)
+		it.finish(err)
+	}
 	if err != nil {
 		return err
 	}
@@ -416,9 +422,14 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 	if err := fs.gate(ctx, r, p, name); err != nil {
 		return err
 	}
+	it := fs.st.begin(r)
+	if it.done {
+		return it.err
+	}
 	as := fs.become(&r.Caller)
-	err = unix.Unlinkat(pfd, name, flags)
+	err = it.tolerate(unix.Unlinkat(pfd, name, flags), syscall.ENOENT)
 	fs.done(as)
+	it.finish(err)
 	return err
 }
 
@@ -444,9 +455,15 @@ func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In,
 	if err := fs.gate2(ctx, r, p, oldName, np, newName); err != nil {
 		return err
 	}
-	as := fs.become(&r.Caller)
-	err = unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags))
-	fs.done(as)
+	it := fs.st.begin(r)
+	if it.done {
+		err = it.err
+	} else {
+		as := fs.become(&r.Caller)
+		err = it.tolerate(unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags)), syscall.ENOENT)
+		fs.done(as)
+		it.finish(err)
+	}
 	if err != nil {
 		return err
 	}
@@ -489,12 +506,18 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 	if err := fs.gate2(ctx, r, p, name, old, ""); err != nil {
 		return err
 	}
-	as := fs.become(&r.Caller)
-	// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
-	// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The magic link
-	// resolves to the inode itself, a symlink included.
-	err = unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW)
-	fs.done(as)
+	it := fs.st.begin(r)
+	if it.done {
+		err = it.err
+	} else {
+		as := fs.become(&r.Caller)
+		// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
+		// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The magic
+		// link resolves to the inode itself, a symlink included.
+		err = it.tolerate(unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW), syscall.EEXIST)
+		fs.done(as)
+		it.finish(err)
+	}
 	if err != nil {
 		return err
 	}

@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"syscall"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fusegate/fusegate/fusedev"
+	"github.com/fusegate/fusegate/fusedev/abi"
 	"github.com/fusegate/fusegate/internal/memstate"
 )
 
@@ -49,8 +52,12 @@ const (
 	nodeRecSize   = 768
 	nodeCap       = 1 << 23 // nodes the kernel holds at once (6 GiB of sparse memfd)
 
+	intentRecSize = 32
+	intentCap     = 1 << 14 // non-idempotent requests in flight at once
+
 	handlesOff = memstate.HeaderSize
-	nodesOff   = handlesOff + handleRecSize*handleCap
+	intentsOff = handlesOff + handleRecSize*handleCap
+	nodesOff   = intentsOff + intentRecSize*intentCap
 	// StateSize is the size of a passthrough state memfd (sparse: only the
 	// pages written use memory).
 	StateSize = nodesOff + nodeRecSize*nodeCap
@@ -61,6 +68,7 @@ const (
 	hwNextID     = 2
 	hwNextFh     = 3
 	hwLost       = 4 // records that did not fit: the state is incomplete
+	hwIntentHigh = 5
 
 	// Node record states.
 	recLive   = 1 // a node the kernel holds
@@ -107,7 +115,7 @@ const (
 )
 
 func init() {
-	if unsafe.Sizeof(nodeRec{}) > nodeRecSize || unsafe.Sizeof(handleRec{}) > handleRecSize {
+	if unsafe.Sizeof(nodeRec{}) > nodeRecSize || unsafe.Sizeof(handleRec{}) > handleRecSize || unsafe.Sizeof(intentRec{}) > intentRecSize {
 		panic("passthrough: state records outgrew their slots")
 	}
 }
@@ -129,6 +137,10 @@ type stateTracker struct {
 	r       *memstate.Region
 	nodes   *memstate.Table
 	handles *memstate.Table
+	intents *memstate.Table
+
+	imu   sync.Mutex
+	prior map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
 	extra   []byte
 	source  string
 	lostLog sync.Once
@@ -156,6 +168,7 @@ func newTracker(r *memstate.Region) *stateTracker {
 		r:       r,
 		nodes:   memstate.NewTable(r, nodesOff, nodeRecSize, nodeCap, r.HeaderWord(hwNodeHigh)),
 		handles: memstate.NewTable(r, handlesOff, handleRecSize, handleCap, r.HeaderWord(hwHandleHigh)),
+		intents: memstate.NewTable(r, intentsOff, intentRecSize, intentCap, r.HeaderWord(hwIntentHigh)),
 	}
 }
 
@@ -511,6 +524,18 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 	fs.mu.Unlock()
 	fs.st = st
 
+	// Non-idempotent requests the predecessor had started: the kernel
+	// resends those it did not answer (intent, below); the others were
+	// answered, and are dropped once the resent requests had time to come.
+	st.prior = map[uint64]priorIntent{}
+	st.intents.Scan(func(slot uint32, state uint64, rec []byte) {
+		ir := *(*intentRec)(unsafe.Pointer(unsafe.SliceData(rec)))
+		st.prior[ir.unique] = priorIntent{ir, slot}
+	})
+	if len(st.prior) > 0 {
+		time.AfterFunc(30*time.Second, st.dropPrior)
+	}
+
 	// Open files: reopened as they were opened.
 	var handles []*handleRec
 	var hslots []uint32
@@ -594,4 +619,123 @@ func (fs *FS) StateFile() *memstate.Region {
 		return nil
 	}
 	return fs.st.r
+}
+
+// Non-idempotent requests (MKDIR, MKNOD, SYMLINK, LINK, UNLINK, RMDIR,
+// RENAME, CREATE) must not be done twice when the kernel resends one that
+// a killed predecessor had done but not answered: the second try would fail
+// (EEXIST, ENOENT) where the first succeeded. Each is recorded (intent)
+// before its system call and its outcome after it; the record goes once the
+// reply is written. A resent request finds its predecessor's record: a
+// known outcome is answered again, an unknown one (killed during the call)
+// is done again and EEXIST or ENOENT taken for the first try's success.
+
+type intentRec struct {
+	state  uint64 // intentStarted, intentDone
+	unique uint64
+	opcode uint64
+	errno  uint64
+}
+
+type priorIntent struct {
+	intentRec
+	slot uint32
+}
+
+const (
+	intentStarted = 1
+	intentDone    = 2
+)
+
+// intent is one non-idempotent request being done.
+type intent struct {
+	st   *stateTracker
+	slot uint32 // +1; 0: not recorded
+	// Done: the predecessor did it and its outcome was err. Uncertain: it
+	// may have done it.
+	done, uncertain bool
+	err             error
+}
+
+// begin records that r is about to be done, or finds the predecessor's
+// record of it.
+func (st *stateTracker) begin(r *fusedev.Request) *intent {
+	it := &intent{st: st}
+	if st == nil {
+		return it
+	}
+	if r.Resent() {
+		st.imu.Lock()
+		prev, ok := st.prior[r.Unique&^abi.UniqueResend]
+		delete(st.prior, r.Unique&^abi.UniqueResend)
+		st.imu.Unlock()
+		if ok {
+			it.slot = prev.slot + 1
+			if prev.state == intentDone {
+				it.done = true
+				if prev.errno != 0 {
+					it.err = syscall.Errno(prev.errno)
+				}
+			} else {
+				it.uncertain = true
+			}
+			r.AfterReply(it.free)
+			return it
+		}
+	}
+	slot, err := st.intents.Alloc()
+	if err != nil {
+		return it // not recorded: a crash now may repeat it
+	}
+	it.slot = slot + 1
+	ir := (*intentRec)(unsafe.Pointer(unsafe.SliceData(st.intents.Record(slot))))
+	ir.unique, ir.opcode = r.Unique&^abi.UniqueResend, uint64(r.Opcode)
+	st.intents.State(slot).Store(intentStarted)
+	r.AfterReply(it.free)
+	return it
+}
+
+// finish records the outcome of the system call.
+func (it *intent) finish(err error) {
+	if it.slot == 0 {
+		return
+	}
+	ir := (*intentRec)(unsafe.Pointer(unsafe.SliceData(it.st.intents.Record(it.slot - 1))))
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		ir.errno = uint64(e)
+	} else if err != nil {
+		ir.errno = uint64(syscall.EIO)
+	} else {
+		ir.errno = 0
+	}
+	it.st.intents.State(it.slot - 1).Store(intentDone)
+}
+
+// free drops the record once the reply is written.
+func (it *intent) free() {
+	if it.slot != 0 {
+		it.st.intents.Free(it.slot - 1)
+		it.slot = 0
+	}
+}
+
+// dropPrior frees the predecessor's records no resent request claimed.
+func (st *stateTracker) dropPrior() {
+	st.imu.Lock()
+	prior := st.prior
+	st.prior = nil
+	st.imu.Unlock()
+	for _, ir := range prior {
+		st.intents.Free(ir.slot)
+	}
+}
+
+// tolerate turns the error of a redone request whose first try may have
+// succeeded into that success.
+func (it *intent) tolerate(err error, already syscall.Errno) error {
+	if it.uncertain && errors.Is(err, already) {
+		return nil
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -213,5 +214,57 @@ func TestStateRestoreRefuses(t *testing.T) {
 	defer fs2.Close()
 	if _, err := fs2.Restore(blank); err == nil {
 		t.Error("restored a state without header")
+	}
+}
+
+// A non-idempotent request done by a process killed before it answered is
+// resent by the kernel to the successor, which must not fail it (EEXIST,
+// ENOENT) nor do it twice.
+func TestStateResentOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "gone"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "from"), nil, 0o644)
+	fs1, r := trackedFS(t, dir)
+	with := func(op abi.Opcode, unique uint64) *fusedev.Request {
+		q := req(op, 1)
+		q.Unique = unique
+		return q
+	}
+	// Done, not answered (the process dies before the reply).
+	if err := fs1.Unlink(ctx, with(abi.OpUnlink, 10), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	var e abi.EntryOut
+	if err := fs1.Mkdir(ctx, with(abi.OpMkdir, 12), &abi.MkdirIn{Mode: 0o755}, "d", &e); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs1.Rename(ctx, with(abi.OpRename, 14), &abi.Rename2In{Newdir: 1}, "from", "to"); err != nil {
+		t.Fatal(err)
+	}
+	// Answered: its record goes.
+	q := with(abi.OpUnlink, 16)
+	fs1.Unlink(ctx, q, "nothing")
+	fs2, err := New(dir, Options{Passthrough: PassthroughOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs2.Close()
+	if _, err := fs2.Restore(successor(t, r)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs2.Unlink(ctx, with(abi.OpUnlink, 10|abi.UniqueResend), "gone"); err != nil {
+		t.Errorf("resent UNLINK: %v", err)
+	}
+	var e2 abi.EntryOut
+	if err := fs2.Mkdir(ctx, with(abi.OpMkdir, 12|abi.UniqueResend), &abi.MkdirIn{Mode: 0o755}, "d", &e2); err != nil || e2.Attr.Ino != e.Attr.Ino {
+		t.Errorf("resent MKDIR: %v, inode %d (was %d)", err, e2.Attr.Ino, e.Attr.Ino)
+	}
+	if err := fs2.Rename(ctx, with(abi.OpRename, 14|abi.UniqueResend), &abi.Rename2In{Newdir: 1}, "from", "to"); err != nil {
+		t.Errorf("resent RENAME: %v", err)
+	}
+	// A request the predecessor never started gets its true answer.
+	if err := fs2.Unlink(ctx, with(abi.OpUnlink, 18|abi.UniqueResend), "gone"); err != syscall.ENOENT {
+		t.Errorf("resent UNLINK never started: %v, want ENOENT", err)
 	}
 }

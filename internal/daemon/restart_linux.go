@@ -222,8 +222,8 @@ func (d *Daemon) resumeMount(m *mount, st stored) error {
 		return fmt.Errorf("%w: the connection ended: %v", errNoResume, m.served)
 	}
 	m.resumed = true
-	f := logrus.Fields{"nodes": info.Nodes, "open_files": info.Handles, "took": time.Since(t0).Round(time.Microsecond),
-		"protocol": fmt.Sprintf("%d.%d", info.Negotiated.Major, info.Negotiated.Minor), "predecessor": extra.PID}
+	f := logrus.Fields{"nodes": info.Nodes, "open_files": info.Handles, "backing_ids": pfs.Stats().BackingIDs, "took": time.Since(t0).Round(time.Microsecond),
+		"protocol": fmt.Sprintf("%d.%d", info.Negotiated.Major, info.Negotiated.Minor), "mounted_by_pid": extra.PID}
 	if info.Lost > 0 {
 		f["open_files_lost"] = info.Lost
 	}

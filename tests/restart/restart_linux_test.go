@@ -30,6 +30,16 @@ func TestMain(m *testing.M) {
 
 type env struct {
 	dir, lower, mp, cfg string
+	passthrough         string
+}
+
+func lineWith(text, substr string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			return l
+		}
+	}
+	return ""
 }
 
 func newEnv(t *testing.T, passthrough string) *env {
@@ -41,7 +51,7 @@ func newEnv(t *testing.T, passthrough string) *env {
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	e := &env{dir: dir, lower: filepath.Join(dir, "lower"), mp: filepath.Join(dir, "mp"), cfg: filepath.Join(dir, "fusegate.toml")}
+	e := &env{dir: dir, lower: filepath.Join(dir, "lower"), mp: filepath.Join(dir, "mp"), cfg: filepath.Join(dir, "fusegate.toml"), passthrough: passthrough}
 	os.MkdirAll(e.lower, 0o755)
 	os.MkdirAll(e.mp, 0o755)
 	cfg := fmt.Sprintf(`version = 1
@@ -95,8 +105,15 @@ func restartUnderLoad(t *testing.T, sup *supervisor, e *env, rounds int, how str
 		down := time.Since(t0)
 		sup.start()
 		gap := time.Since(t0)
-		if !strings.Contains(sup.current(), "resumed the mount") {
-			t.Fatalf("round %d: the new daemon did not resume the mount:\n%s", i, sup.current())
+		// The log comes through a pipe, maybe after READY=1.
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(sup.current(), "resumed the mount"); {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the new daemon did not resume the mount:\n%s", i, sup.current())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if e.passthrough == "auto" && !strings.Contains(sup.current(), "backing_ids=0 ") && i == 0 {
+			t.Logf("resumed with backing ids adopted: %s", lineWith(sup.current(), "resumed the mount"))
 		}
 		t.Logf("%s round %d: old daemon gone after %v, new one ready after %v", how, i, down.Round(time.Microsecond), gap.Round(time.Microsecond))
 		time.Sleep(400 * time.Millisecond)
@@ -122,6 +139,10 @@ func TestRestartUnderLoad(t *testing.T) {
 	e := newEnv(t, "auto")
 	sup := newSupervisor(t, e.dir, "serve", "--config", e.cfg)
 	sup.start()
+	time.Sleep(100 * time.Millisecond) // the log comes through a pipe
+	if !strings.Contains(sup.current(), "kernel passthrough enabled") {
+		harness.Missing(t, "passthrough", "the daemon did not enable kernel passthrough:\n%s", sup.current())
+	}
 	st := sup.stored()
 	for _, name := range []string{"fuse/media", "fuse/media/state"} {
 		if st[name] != 1 {
