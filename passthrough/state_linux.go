@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"syscall"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -139,8 +139,8 @@ type stateTracker struct {
 	handles *memstate.Table
 	intents *memstate.Table
 
-	imu   sync.Mutex
-	prior map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
+	imu     sync.Mutex
+	prior   map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
 	extra   []byte
 	source  string
 	lostLog sync.Once
