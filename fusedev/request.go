@@ -74,7 +74,15 @@ func (r *request) serve() {
 	if errno != 0 {
 		r.outLen, r.data = 0, nil
 	}
-	r.reply(errno)
+	if errno == syscall.EINTR && r.ctx.handedOver() {
+		// Stopped waiting for a handover: the kernel sends the request
+		// again to the successor, which answers it.
+	} else {
+		r.reply(errno)
+		if r.pub.after != nil {
+			r.pub.after()
+		}
+	}
 
 	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
 	s.mu.Lock()
@@ -640,6 +648,7 @@ type reqContext struct {
 	mu     sync.Mutex
 	done   chan struct{} // guarded by mu; made on first use
 	err    error         // guarded by mu
+	handed bool          // guarded by mu; cancelled by a handover (not by INTERRUPT)
 }
 
 func (c *reqContext) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -663,12 +672,23 @@ func (c *reqContext) Err() error {
 	return c.err
 }
 
-func (c *reqContext) cancel() {
+func (c *reqContext) cancel() { c.cancelFor(false) }
+
+// handedOver reports whether a handover cancelled the request (and nothing
+// else before it).
+func (c *reqContext) handedOver() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handed
+}
+
+func (c *reqContext) cancelFor(handover bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return
 	}
+	c.handed = handover
 	c.err = context.Canceled
 	if c.done != nil {
 		close(c.done)

@@ -56,7 +56,7 @@ func (fs *FS) Opendir(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, o
 	if err != nil {
 		return err
 	}
-	h := &handle{n: n, fd: fd, dir: true, ds: &dirStream{}}
+	h := &handle{n: n, fd: fd, dir: true, ds: &dirStream{}, flags: in.Flags}
 	out.Fh = fs.addHandle(h)
 	if decided(&d) {
 		// No FOPEN_CACHE_DIR and no FOPEN_KEEP_CACHE: the kernel drops
@@ -86,6 +86,7 @@ func (fs *FS) Releasedir(ctx context.Context, r *fusedev.Request, in *abi.Releas
 	if h == nil || !h.dir {
 		return syscall.EBADF
 	}
+	fs.st.closeHandle(h)
 	h.close()
 	fs.openUnref(h.n)
 	return nil

@@ -24,6 +24,8 @@ type handle struct {
 	rd     *redaction // a redacted open (counted in n.io.redacted): reads zero its ranges
 	wrote  atomic.Bool
 	ds     *dirStream // directories
+	flags  uint32     // open(2) flags, to reopen it after a restart
+	slot   uint32     // restart state record + 1 (state_linux.go)
 }
 
 func (h *handle) close() {
@@ -43,6 +45,7 @@ func (fs *FS) addHandle(h *handle) uint64 {
 	fs.nextFh++
 	fs.handles[fh] = h
 	fs.hmu.Unlock()
+	fs.st.openHandle(fs, fh, h)
 	return fh
 }
 
@@ -127,7 +130,7 @@ func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out 
 	if err != nil {
 		return err
 	}
-	h := &handle{n: n, fd: fd}
+	h := &handle{n: n, fd: fd, flags: in.Flags}
 	if err := fs.setupIO(ctx, r, h, in.Flags, false, mode, d.Redact, out); err != nil {
 		unix.Close(fd)
 		return err
@@ -161,6 +164,13 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 		return err
 	}
 	defer fs.entryLock()()
+	it := fs.st.begin(r)
+	if it.done && it.err != nil {
+		return it.err // a predecessor did it, and failed
+	}
+	// A predecessor created it (or may have): open what is there,
+	// decided as the creation it was.
+	redo := it.done || it.uncertain
 	for try := 0; ; try++ {
 		// O_NOFOLLOW: a symlink that appeared under the name since the
 		// kernel looked it up is not followed out of the tree.
@@ -170,30 +180,41 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 		x := reqArgs{openFlags: in.Flags}
 		if fs.ps.pol.Load() != nil {
 			t.st, t.fd = t.attrs(&st), -1
+			if redo {
+				t.st = nil
+			}
 			x.exists = t.st != nil
-			if x.exists {
+			switch {
+			case redo:
+			case x.exists:
 				// Opened, not created, as decided.
 				flags &^= unix.O_CREAT
-			} else {
+			default:
 				flags |= unix.O_EXCL
 			}
 		}
+		if redo {
+			flags &^= unix.O_EXCL | unix.O_TRUNC
+		}
 		d, err := fs.admit(ctx, r, t, x)
 		if err != nil {
+			it.finish(err)
 			return err
 		}
 		if x.exists && in.Flags&unix.O_EXCL != 0 {
+			it.finish(syscall.EEXIST)
 			return syscall.EEXIST
 		}
 		mode := fs.ioModeFor(ctx, &d, p, name, t.st)
 		as := fs.become(&r.Caller)
 		fd, err := fs.openat(pfd, name, flags, in.Mode&07777)
 		fs.done(as)
-		if decided(&d) && try < 3 && (err == unix.EEXIST && !x.exists && in.Flags&unix.O_EXCL == 0 || err == unix.ENOENT && x.exists) {
+		if decided(&d) && try < 3 && (err == unix.EEXIST && !x.exists && !redo && in.Flags&unix.O_EXCL == 0 || err == unix.ENOENT && x.exists) {
 			// Created or removed by someone else meanwhile: decide
 			// again on what is there now.
 			continue
 		}
+		it.finish(err)
 		if err != nil {
 			return err
 		}
@@ -248,7 +269,7 @@ func (fs *FS) opened(ctx context.Context, r *fusedev.Request, p *node, name stri
 		return err
 	}
 	n := fs.adopt(p, name, pfd, &st)
-	h := &handle{n: n, fd: fd}
+	h := &handle{n: n, fd: fd, flags: flags}
 	if err := fs.setupIO(ctx, r, h, flags, true, mode, d.Redact, out); err != nil {
 		// The entry is not answered: drop the reference adopt took.
 		unix.Close(fd)
@@ -302,6 +323,7 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 						io.mu.Lock()
 					} else {
 						io.backing = id
+						fs.st.backing(n, id)
 						fs.stats.backingIDs.Add(1)
 						fs.stats.backingOpen.Add(1)
 					}
@@ -536,6 +558,7 @@ func (fs *FS) Release(ctx context.Context, r *fusedev.Request, in *abi.ReleaseIn
 	if h == nil || h.dir {
 		return syscall.EBADF
 	}
+	fs.st.closeHandle(h)
 	n := h.n
 	io := &n.io
 	var closeID int32
@@ -547,6 +570,7 @@ func (fs *FS) Release(ctx context.Context, r *fusedev.Request, in *abi.ReleaseIn
 		io.ptOpens--
 		if io.ptOpens == 0 && io.backing != 0 {
 			closeID, io.backing = io.backing, 0
+			fs.st.backing(n, 0)
 		}
 	}
 	if h.cached {

@@ -51,6 +51,9 @@ type FS struct {
 	groups groupCache
 	stats  counters
 	ps     policyState // Options.Policy and SetPolicy
+
+	source string        // the lower directory as given to New
+	st     *stateTracker // restart state (state_linux.go); nil: none kept
 }
 
 var _ fusedev.FileSystem = (*FS)(nil)
@@ -92,6 +95,7 @@ func New(source string, opts Options) (*FS, error) {
 		devIdx:  make(map[uint64]uint64),
 		handles: make(map[uint64]*handle),
 		nextFh:  1,
+		source:  source,
 	}
 	fs.root = &node{id: 1, key: keyOf(&st), btime: btimeOf(&st), fd: fd, typ: unix.S_IFDIR, lookups: 1 << 62}
 	fs.root.attrTTL.Store(int64(opts.timeout(opts.AttrTimeout)))
@@ -145,6 +149,9 @@ func (fs *FS) InitFlags() abi.InitFlags {
 // Init records the server and checks whether kernel passthrough can be used.
 func (fs *FS) Init(ctx context.Context, s *fusedev.Server) error {
 	fs.srv.Store(s)
+	if err := fs.st.writeHeader(fs, s.Negotiated()); err != nil {
+		return fmt.Errorf("restart state: %w", err)
+	}
 	if fs.opts.Mountpoint != "" {
 		if mi, ok, err := fusedev.FindMount(fs.opts.Mountpoint); err == nil && ok {
 			fs.selfDev.Store(unix.Mkdev(mi.Major, mi.Minor))

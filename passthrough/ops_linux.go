@@ -395,13 +395,19 @@ func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *
 		return err
 	}
 	defer fs.entryLock()()
-	d, err := fs.admit(ctx, r, target{n: p, name: name, fd: pfd}, reqArgs{})
-	if err != nil {
-		return err
+	t := target{n: p, name: name, fd: pfd}
+	it := fs.st.begin(r)
+	var d policy.Decision
+	if it.done {
+		d, err = fs.redone(ctx, r, t), it.err
+	} else if d, err = fs.admit(ctx, r, t, reqArgs{}); err != nil {
+		it.finish(err)
+	} else {
+		as := fs.become(&r.Caller)
+		err = it.tolerate(mk(pfd), syscall.EEXIST)
+		fs.done(as)
+		it.finish(err)
 	}
-	as := fs.become(&r.Caller)
-	err = mk(pfd)
-	fs.done(as)
 	if err != nil {
 		return err
 	}
@@ -428,12 +434,18 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 	if err := validName(name); err != nil {
 		return err
 	}
+	it := fs.st.begin(r)
+	if it.done {
+		return it.err
+	}
 	if _, err := fs.admit(ctx, r, target{n: p, name: name, fd: pfd}, reqArgs{}); err != nil {
+		it.finish(err)
 		return err
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Unlinkat(pfd, name, flags)
+	err = it.tolerate(unix.Unlinkat(pfd, name, flags), syscall.ENOENT)
 	fs.done(as)
+	it.finish(err)
 	return err
 }
 
@@ -470,6 +482,17 @@ func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In,
 
 // renameChecked decides a rename and does it.
 func (fs *FS) renameChecked(ctx context.Context, r *fusedev.Request, in *abi.Rename2In, p *node, pfd int, oldName string, np *node, npfd int, newName string) error {
+	it := fs.st.begin(r)
+	if it.done {
+		return it.err // a predecessor did it
+	}
+	err := fs.renameDecided(ctx, r, in, p, pfd, oldName, np, npfd, newName, it)
+	it.finish(err)
+	return err
+}
+
+// renameDecided decides a rename and does it (it: its intent record).
+func (fs *FS) renameDecided(ctx context.Context, r *fusedev.Request, in *abi.Rename2In, p *node, pfd int, oldName string, np *node, npfd int, newName string, it *intent) error {
 	t, t2 := target{n: p, name: oldName, fd: pfd}, target{n: np, name: newName, fd: npfd}
 	exchange := in.Flags&unix.RENAME_EXCHANGE != 0
 	var st, st2 unix.Statx_t
@@ -518,7 +541,7 @@ func (fs *FS) renameChecked(ctx context.Context, r *fusedev.Request, in *abi.Ren
 		}
 	}
 	as := fs.become(&r.Caller)
-	err = unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags))
+	err = it.tolerate(unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags)), syscall.ENOENT)
 	fs.done(as)
 	return err
 }
@@ -553,16 +576,22 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 		return err
 	}
 	defer fs.entryLock()()
-	d, err := fs.admit2(ctx, r, target{n: p, name: name, fd: pfd}, target{n: old, fd: ofd}, reqArgs{})
-	if err != nil {
-		return err
+	t := target{n: p, name: name, fd: pfd}
+	it := fs.st.begin(r)
+	var d policy.Decision
+	if it.done {
+		d, err = fs.redone(ctx, r, t), it.err
+	} else if d, err = fs.admit2(ctx, r, t, target{n: old, fd: ofd}, reqArgs{}); err != nil {
+		it.finish(err)
+	} else {
+		as := fs.become(&r.Caller)
+		// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
+		// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The magic
+		// link resolves to the inode itself, a symlink included.
+		err = it.tolerate(unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW), syscall.EEXIST)
+		fs.done(as)
+		it.finish(err)
 	}
-	as := fs.become(&r.Caller)
-	// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
-	// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The magic link
-	// resolves to the inode itself, a symlink included.
-	err = unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW)
-	fs.done(as)
 	if err != nil {
 		return err
 	}

@@ -424,6 +424,22 @@ func (fs *FS) entryLock() func() {
 	return fs.ps.tree.RUnlock
 }
 
+// redone is the decision for a request a predecessor process already did
+// (resent after a restart, its intent record says done): it is not decided
+// again, since what it changed would now decide it differently; only its
+// entry's cache timeouts are needed, from the probe engine, which counts
+// and audits nothing.
+func (fs *FS) redone(ctx context.Context, r *fusedev.Request, t target) policy.Decision {
+	e := fs.ps.pol.Load()
+	if e == nil {
+		return policy.Decision{}
+	}
+	var buf unix.Statx_t
+	d := e.probe.Decide(ctx, fs.callerOf(r), policy.OpLookup, fs.object(&t, &buf))
+	d.Allowed = true
+	return d
+}
+
 // decided reports whether d came from a policy.
 func decided(d *policy.Decision) bool { return d.Rule != "" }
 
@@ -539,6 +555,34 @@ func (rd *redaction) rangesFor(fd int) ([]redact.Range, stamp, error) {
 	}
 	rd.ranges, rd.stamp, rd.ok = rs, s, true
 	return rs, s, nil
+}
+
+// A redacted open stays redacted across a restart: its handle's record in
+// the restart state (state_linux.go) carries these bits above the open
+// flags and the I/O mode bits.
+const (
+	handleRedacted = 1 << 40
+	redactShift    = 41 // the policy.Redaction bits
+)
+
+// policyBits are the bits of h's restart record that say it is redacted.
+func (h *handle) policyBits() uint64 {
+	if h.rd == nil {
+		return 0
+	}
+	return handleRedacted | uint64(h.rd.what)<<redactShift
+}
+
+// restorePolicyBits makes a handle restored from its record (bits) as
+// redacted as it was. Called before the handle is published.
+func (h *handle) restorePolicyBits(bits uint64) {
+	if bits&handleRedacted == 0 {
+		return
+	}
+	h.rd = &redaction{what: policy.Redaction(bits >> redactShift)}
+	h.n.io.mu.Lock()
+	h.n.io.redacted++
+	h.n.io.mu.Unlock()
 }
 
 // maxRenameWalk bounds the entries below a directory that an app renames

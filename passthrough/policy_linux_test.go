@@ -19,6 +19,7 @@ import (
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
 	"github.com/fusegate/fusegate/fusedev/fusetest"
+	"github.com/fusegate/fusegate/internal/memstate"
 	"github.com/fusegate/fusegate/policy"
 	"github.com/fusegate/fusegate/policy/redact/redacttest"
 )
@@ -770,5 +771,49 @@ func TestSetPolicyInvalidates(t *testing.T) {
 	fs, _ := newFS(t, Options{})
 	if _, err := fs.SetPolicy(policy.Default()); !errors.Is(err, ErrNoPolicyEngine) {
 		t.Errorf("SetPolicy without an engine: %v", err)
+	}
+}
+
+// A redacted open stays redacted in a successor process that restores the
+// restart state: its reads still zero the GPS bytes.
+func TestPolicyRedactionSurvivesRestart(t *testing.T) {
+	p := newPolicyFS(t, Options{Passthrough: PassthroughOff})
+	ctx := context.Background()
+	r, err := memstate.Create("test", StateSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if err := p.fs.TrackState(r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.fs.st.writeHeader(p.fs, &fusedev.Negotiated{Major: 7, Minor: 45, MaxWrite: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	jpg := p.walk("DCIM/a.jpg")
+	var o abi.OpenOut
+	if err := p.fs.Open(ctx, as(abi.OpOpen, jpg, appB), &abi.OpenIn{Flags: unix.O_RDONLY}, &o); err != nil {
+		t.Fatal(err)
+	}
+	fs2, err := New(p.dir, Options{Passthrough: PassthroughOff, Policy: p.eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs2.Close()
+	if _, err := fs2.Restore(successor(t, r)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := fs2.Read(ctx, as(abi.OpRead, jpg, appB), &abi.ReadIn{Fh: o.Fh, Size: uint32(len(p.jpeg))}, make([]byte, len(p.jpeg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, gps := redacttest.JPEG(binary.LittleEndian)
+	for _, rg := range gps {
+		if !bytes.Equal(got[rg.Off:rg.End()], make([]byte, rg.Len)) {
+			t.Errorf("after a restart, GPS bytes %v read back unredacted", rg)
+		}
+	}
+	if n, _ := fs2.node(jpg); n == nil || n.io.redacted != 1 {
+		t.Errorf("the restored inode does not count its redacted open")
 	}
 }

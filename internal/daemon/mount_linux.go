@@ -18,6 +18,7 @@ import (
 
 	"github.com/fusegate/fusegate/config"
 	"github.com/fusegate/fusegate/fusedev"
+	"github.com/fusegate/fusegate/internal/memstate"
 	"github.com/fusegate/fusegate/passthrough"
 	"github.com/fusegate/fusegate/policy"
 )
@@ -52,6 +53,9 @@ type mount struct {
 	cancel context.CancelFunc // stops the serving loop (not the mount)
 	done   chan struct{}      // closed when Serve returned (or never ran)
 	served error              // Serve's result, set before done is closed
+	rstate *memstate.Region   // restart state (restart_linux.go); nil: none kept
+	// resumed: taken over from a previous process (restart_linux.go).
+	resumed bool
 
 	mu       sync.Mutex
 	state    string    // guarded by mu
@@ -138,6 +142,17 @@ func (d *Daemon) startMount(mc config.Mount, lp *loadedPolicy) (*mount, error) {
 		p = policy.Default() // kept for a later reload; off until then
 	}
 	m.eng = policy.NewEngine(p, d.policyOptions(m.log))
+	err := d.resumeMount(m, d.stored)
+	if err != nil && err != errNoResume { // stored, but not usable
+		m.log.WithError(err).Warn("cannot take over the mount the previous process left in systemd's fd store; mounting it afresh")
+		d.clearStored(mc.Name, mc.Mountpoint, nil)
+	}
+	if err == nil {
+		m.setState(stateRunning, "")
+		go d.watchMount(m)
+		d.storeMount(m)
+		return m, nil
+	}
 	if err := d.mountAndServe(m); err != nil {
 		m.setState(stateFailed, err.Error())
 		if m.srv == nil {
@@ -148,6 +163,7 @@ func (d *Daemon) startMount(mc config.Mount, lp *loadedPolicy) (*mount, error) {
 	}
 	m.setState(stateRunning, "")
 	go d.watchMount(m)
+	d.storeMount(m)
 	pt := m.fs.Stats()
 	f := logrus.Fields{"source": mc.Source, "mountpoint": mc.Mountpoint, "policy": lp.name(), "passthrough": pt.Passthrough}
 	if neg := m.srv.Negotiated(); neg != nil {
@@ -178,16 +194,7 @@ func (d *Daemon) mountAndServe(m *mount) error {
 			}
 		}
 	}
-	mode, err := passthrough.ParseMode(string(mc.Passthrough))
-	if err != nil {
-		return err
-	}
-	pfs, err := passthrough.New(mc.Source, passthrough.Options{
-		Logger:      m.log,
-		Passthrough: mode,
-		Mountpoint:  mc.Mountpoint,
-		Policy:      m.eng,
-	})
+	pfs, err := d.newFS(m)
 	if err != nil {
 		return err
 	}
@@ -199,6 +206,7 @@ func (d *Daemon) mountAndServe(m *mount) error {
 		pfs.Close()
 		return err
 	}
+	d.trackState(m, pfs)
 	srv := fusedev.NewServer(conn, pfs, fusedev.Options{
 		Logger:        m.log,
 		Readers:       mc.Readers,
@@ -234,6 +242,10 @@ func (d *Daemon) mountAndServe(m *mount) error {
 	fusedev.Unmount(mc.Mountpoint, fusedev.UnmountOptions{Lazy: true, Namespace: d.ns})
 	<-m.done
 	conn.Close()
+	if m.rstate != nil {
+		m.rstate.Close()
+		m.rstate = nil
+	}
 	return fmt.Errorf("answering INIT: %w", initErr)
 }
 
@@ -276,6 +288,7 @@ func (d *Daemon) watchMount(m *mount) {
 	}
 	m.setState(stateUnmounted, why)
 	m.conn.Close()
+	d.unstoreMount(m.cfg.Name)
 	m.log.WithField("mountpoint", m.cfg.Mountpoint).Warnf("mount ended: %s; a reload mounts it again", why)
 	d.notify.Status(d.summary())
 }
@@ -336,6 +349,10 @@ func (d *Daemon) stopMount(m *mount) {
 	}
 	m.stopServing()
 	m.conn.Close()
+	d.unstoreMount(m.cfg.Name)
+	if m.rstate != nil {
+		m.rstate.Close()
+	}
 	syncLower(m.cfg.Source, grace)
 	m.setState(stateStopped, "")
 	m.log.Info("unmounted")
