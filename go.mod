@@ -9,6 +9,8 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
+require github.com/godbus/dbus/v5 v5.2.4
+
 require (
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_model v0.6.1 // indirect

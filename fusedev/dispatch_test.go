@@ -663,3 +663,69 @@ func TestReadlinkTooLong(t *testing.T) {
 		t.Errorf("READLINK of a %d-byte target: %v, want ENAMETOOLONG", abi.PathMax, errno)
 	}
 }
+
+// A stop after Handover answers what finishes within HandoverGrace, leaves
+// a request still waiting unanswered (the kernel resends it to the
+// successor), and does not destroy the file system. A request interrupted
+// by the kernel before the handover is still answered EINTR.
+func TestHandover(t *testing.T) {
+	b := newBlocker()
+	afters := make(chan uint64, 4)
+	fs := &hookFS{getattr: func(ctx context.Context, r *fusedev.Request, _ *abi.GetattrIn, _ *abi.AttrOut) error {
+		r.AfterReply(func() { afters <- r.NodeID })
+		if r.NodeID >= 2 {
+			return b.wait(ctx, r)
+		}
+		return nil
+	}}
+	k := startInit(t, fs, fusedev.Options{HandoverGrace: 30 * time.Millisecond})
+	if _, errno := k.Getattr(1); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := <-afters; got != 1 {
+		t.Errorf("AfterReply ran for node %d", got)
+	}
+	waiting := k.Send(abi.OpGetattr, 2, fusetest.Arg(abi.GetattrIn{}))
+	b.waitStarted(t, waiting)
+	intr := k.Send(abi.OpGetattr, 3, fusetest.Arg(abi.GetattrIn{}))
+	b.waitStarted(t, intr)
+	k.Interrupt(intr)
+	if r := k.Reply(intr); r.Errno != syscall.EINTR {
+		t.Errorf("interrupted request answered %v, want EINTR", r.Errno)
+	}
+	<-afters
+	k.Server().Handover()
+	k.Cancel()
+	if err := k.ServeErr(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	k.ExpectNoReply(waiting, 50*time.Millisecond)
+	if n := fs.destroys.Load(); n != 0 {
+		t.Errorf("Destroy called %d times at a handover", n)
+	}
+	select {
+	case n := <-afters:
+		t.Errorf("AfterReply ran for the request left unanswered (node %d)", n)
+	default:
+	}
+	if got := len(k.Server().Conns()); got < 1 {
+		t.Errorf("Conns() = %d descriptors", got)
+	}
+}
+
+// Requests resent by the kernel after FUSE_NOTIFY_RESEND say so.
+func TestResent(t *testing.T) {
+	resent := make(chan bool, 1)
+	fs := &hookFS{getattr: func(ctx context.Context, r *fusedev.Request, _ *abi.GetattrIn, _ *abi.AttrOut) error {
+		resent <- r.Resent()
+		return nil
+	}}
+	k := startInit(t, fs, fusedev.Options{})
+	u := k.SendReq(fusetest.Req{Op: abi.OpGetattr, Node: 1, Unique: 8 | abi.UniqueResend, Args: [][]byte{fusetest.Arg(abi.GetattrIn{})}})
+	if r := k.Reply(u); r.Errno != 0 {
+		t.Fatal(r.Errno)
+	}
+	if !<-resent {
+		t.Error("Resent() false for a unique with the resend bit")
+	}
+}

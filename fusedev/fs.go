@@ -26,7 +26,20 @@ type Request struct {
 	// on creating requests, the caller's supplementary group matching the
 	// parent directory's group, when the kernel sent one.
 	SuppGroups []uint32
+
+	after func() // AfterReply's
 }
+
+// Resent reports whether the kernel sends this request again after
+// FUSE_NOTIFY_RESEND: an earlier server process read it and did not answer
+// (Unique then carries abi.UniqueResend).
+func (r *Request) Resent() bool { return r.Unique&abi.UniqueResend != 0 }
+
+// AfterReply makes f run once the reply has been written to the kernel
+// (not when the request is left to a successor at a handover). A handler
+// whose effects must happen exactly once across a restart uses it to drop
+// what it kept to answer a resent request the same way.
+func (r *Request) AfterReply(f func()) { r.after = f }
 
 // FileSystem has one method per FUSE opcode over decoded arguments. A
 // handler fills its out value and returns; the Server writes the reply,

@@ -63,7 +63,7 @@ func (r *request) reset(c *Conn, h *abi.InHeader, start time.Duration) {
 	r.out = [outWords]uint64{}
 	r.outLen, r.data = 0, nil
 	r.ctx.mu.Lock()
-	r.ctx.unique, r.ctx.err, r.ctx.done = h.Unique, nil, nil
+	r.ctx.unique, r.ctx.err, r.ctx.done, r.ctx.handed = h.Unique, nil, nil, false
 	r.ctx.mu.Unlock()
 }
 
@@ -104,7 +104,15 @@ func (r *request) serve() {
 	if errno != 0 {
 		r.outLen, r.data = 0, nil
 	}
-	r.reply(errno)
+	if errno == syscall.EINTR && r.ctx.handedOver() {
+		// Stopped waiting for a handover: the kernel sends the request
+		// again to the successor, which answers it.
+	} else {
+		r.reply(errno)
+		if r.pub.after != nil {
+			r.pub.after()
+		}
+	}
 
 	s.stats.record(r.hdr.Opcode, s.clock()-r.start, errno != 0)
 	r.data = nil
@@ -689,6 +697,7 @@ type reqContext struct {
 	unique uint64        // guarded by mu; the request it belongs to now
 	done   chan struct{} // guarded by mu; made on first use
 	err    error         // guarded by mu
+	handed bool          // guarded by mu; cancelled by a handover (not by INTERRUPT)
 }
 
 func (c *reqContext) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -719,20 +728,31 @@ func (c *reqContext) cancelIf(unique uint64) bool {
 	if c.unique != unique {
 		return false
 	}
-	c.cancelLocked()
+	c.cancelLocked(false)
 	return true
 }
 
-func (c *reqContext) cancel() {
+func (c *reqContext) cancel() { c.cancelFor(false) }
+
+// handedOver reports whether a handover cancelled the request (and nothing
+// else before it).
+func (c *reqContext) handedOver() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cancelLocked()
+	return c.handed
 }
 
-func (c *reqContext) cancelLocked() {
+func (c *reqContext) cancelFor(handover bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancelLocked(handover)
+}
+
+func (c *reqContext) cancelLocked(handover bool) {
 	if c.err != nil {
 		return
 	}
+	c.handed = handover
 	c.err = context.Canceled
 	if c.done != nil {
 		close(c.done)

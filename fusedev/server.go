@@ -70,9 +70,18 @@ type Options struct {
 	// no INIT is awaited, these parameters are used, and the kernel is asked
 	// to resend requests that were read but never answered.
 	Resume *Negotiated
+	// Clones are cloned descriptors of the connection that an earlier
+	// process read (handed back by systemd's fd store with Resume): they are
+	// used as readers instead of new clones, so that nothing the kernel
+	// queued on them is lost. Serve closes them when it returns.
+	Clones []*Conn
 	// ShutdownGrace is how long Serve waits for in-flight requests after ctx
 	// is cancelled before cancelling their contexts (default 5 s).
 	ShutdownGrace time.Duration
+	// HandoverGrace is how long a stop after Handover waits for requests in
+	// flight before it leaves those still waiting to the successor
+	// (default 100 ms).
+	HandoverGrace time.Duration
 }
 
 // CuseInit answers CUSE_INIT: given the kernel's request it returns the
@@ -124,6 +133,7 @@ type Server struct {
 	served      atomic.Bool
 	initialised atomic.Bool // FileSystem.Init succeeded: Destroy is owed
 	destroyed   atomic.Bool // FileSystem.Destroy was called
+	handover    atomic.Bool // the next stop hands the connection to a successor
 	wedge       atomic.Bool // test hook: readers stop making progress
 	shareFD     bool        // test hook: readers share the one descriptor (no clones)
 }
@@ -162,6 +172,9 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 5 * time.Second
+	}
+	if opts.HandoverGrace <= 0 {
+		opts.HandoverGrace = 100 * time.Millisecond
 	}
 	return &Server{
 		epoch:     time.Now().Add(-time.Second), // clock() is never 0
@@ -222,6 +235,25 @@ func (s *Server) Inflight() int {
 	return n
 }
 
+// Conns returns every descriptor the server reads: the connection, then its
+// clones (known once Ready is closed). A restart keeps them all alive (in
+// systemd's fd store): a request read from a clone whose last descriptor
+// is closed is failed by the kernel.
+func (s *Server) Conns() []*Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Conn{s.conn}, s.conns...)
+}
+
+// Handover makes the stop that follows (Serve's ctx cancelled) hand the
+// connection to a successor process instead of ending it: requests in
+// flight get HandoverGrace to finish and be answered; those still waiting
+// then (a read of a device with no data, a lock wait) have their contexts
+// cancelled and are left unanswered, so that the kernel sends them again
+// to the successor (FUSE_NOTIFY_RESEND); and FileSystem.Destroy is not
+// called, since the successor goes on with the file system's state.
+func (s *Server) Handover() { s.handover.Store(true) }
+
 // Wedge makes every reader stop serving after its current message, for
 // tests of watchdogs; Check then reports the readers as stuck.
 func (s *Server) Wedge() { s.wedge.Store(true) }
@@ -249,7 +281,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	if !s.served.CompareAndSwap(false, true) {
 		return errors.New("fusedev: Serve called twice")
 	}
-	defer s.destroy()
+	defer func() {
+		if !s.handover.Load() {
+			s.destroy()
+		}
+	}()
 	if s.opts.Resume != nil {
 		n := *s.opts.Resume
 		s.neg.Store(&n)
@@ -261,8 +297,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	conns := []*Conn{s.conn}
+	conns = append(conns, s.opts.Clones...)
 	if !s.Negotiated().Cuse && !s.shareFD {
-		for i := 1; i < s.opts.Readers; i++ {
+		for i := len(conns); i < s.opts.Readers; i++ {
 			c, err := s.conn.Clone()
 			if err != nil {
 				s.log.WithError(err).Debug("cannot clone /dev/fuse; readers share one fd")
@@ -277,7 +314,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	lc := &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}
 	var slots []*readSlot
-	for i := 0; i < s.opts.Readers; i++ {
+	for i := 0; i < max(s.opts.Readers, len(conns)); i++ {
 		sl := &readSlot{s: s, c: conns[i%len(conns)], lc: lc}
 		sl.timer = time.AfterFunc(time.Hour, sl.expired)
 		sl.timer.Stop()
@@ -293,7 +330,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 	if s.opts.Resume != nil {
-		if err := s.NotifyResend(); err != nil {
+		switch err := s.NotifyResend(); {
+		case errors.Is(err, syscall.ENOSYS):
+			s.log.Debug("fuse: the protocol has no FUSE_NOTIFY_RESEND (7.40); requests read by the predecessor are not resent")
+		case err != nil:
 			s.log.WithError(err).Warn("asking the kernel to resend pending requests failed")
 		}
 	}
@@ -322,15 +362,30 @@ func (s *Server) Serve(ctx context.Context) error {
 	// Readers leave at once; what remains are requests being handled.
 	done := make(chan struct{})
 	go func() { lc.wg.Wait(); close(done) }()
+	handover := s.handover.Load() && !unmounted
 	if unmounted {
-		s.cancelAll() // nobody can read their replies
+		s.handover.Store(false)
+		s.cancelAll(false) // nobody can read their replies
+	}
+	grace := s.opts.ShutdownGrace
+	if handover {
+		grace = s.opts.HandoverGrace
 	}
 	select {
 	case <-done:
-	case <-time.After(s.opts.ShutdownGrace):
+	case <-time.After(grace):
 		// Graceful stop: requests in flight had their grace; cancel them.
-		s.cancelAll()
-		<-done
+		// On a handover, those that were waiting end unanswered.
+		s.cancelAll(handover)
+		if !handover {
+			<-done
+			break
+		}
+		select {
+		case <-done:
+		case <-time.After(s.opts.ShutdownGrace):
+			s.log.Warn("fuse: requests still running at the handover; the successor gets them again")
+		}
 	}
 	for _, c := range conns {
 		c.SetReadDeadline(time.Time{})
@@ -363,15 +418,17 @@ func (s *Server) destroy() {
 	}
 }
 
-func (s *Server) cancelAll() {
+// cancelAll cancels every request in flight; handover marks them to be
+// left unanswered if they end because of it.
+func (s *Server) cancelAll(handover bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.inflight {
-		r.ctx.cancel()
+		r.ctx.cancelFor(handover)
 	}
 	for _, sl := range s.readers {
 		if r := sl.cur.Load(); r != nil {
-			r.ctx.cancel()
+			r.ctx.cancelFor(handover)
 		}
 	}
 }
@@ -643,7 +700,9 @@ func (s *Server) dispatch(sl *readSlot, r *request, bp *[]byte, n int, now time.
 	sl.cur.Store(r)
 	if !s.acquire(sl.lc.stop) {
 		sl.cur.Store(nil)
-		s.replyError(c, h.Unique, syscall.EINTR)
+		if !s.handover.Load() {
+			s.replyError(c, h.Unique, syscall.EINTR) // else the successor gets it again
+		}
 		if r.big != nil {
 			bp, r.big = r.big, nil
 		}

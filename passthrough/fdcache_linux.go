@@ -120,7 +120,7 @@ func (c *fdCache) evictLocked(fs *FS) []int {
 		prev := n.prev
 		// An open file keeps its node's descriptor: it may be unlinked,
 		// and not every file system opens such an inode from its handle.
-		if n.pins == 0 && n != fs.root && n.inUse.Load() == 0 && c.handleOf(n, n.fd) {
+		if n.pins == 0 && n != fs.root && n.inUse.Load() == 0 && c.handleOf(fs, n, n.fd) {
 			c.unlink(n)
 			victims = append(victims, n.fd)
 			n.fd = -1
@@ -195,9 +195,13 @@ func (fs *FS) pin(n *node) (int, error) {
 	n.pins++
 	c.pushFront(n)
 	c.reopens++
+	note := fs.st != nil && n.fh == nil && !n.sticky && !n.noHandle
 	victims := c.evictLocked(fs)
 	c.mu.Unlock()
 	closeAll(victims)
+	if note {
+		fs.noteFd(n, fd)
+	}
 	return fd, nil
 }
 

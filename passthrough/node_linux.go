@@ -42,6 +42,13 @@ type node struct {
 
 	io    ioState   // regular files: how opens do their I/O; directories: listing cache
 	locks lockState // LocksLower: the lock owners of the file
+
+	// Restart state (state_linux.go).
+	slot     uint32           // guarded by FS.mu: record slot + 1, 0 when none
+	kids     atomic.Int32     // nodes whose parent this is
+	gone     bool             // guarded by FS.treeMu: left the node table
+	noHandle bool             // guarded by fdCache.mu: no handle usable here (rfh may hold one for a successor)
+	rfh      *unix.FileHandle // guarded by fdCache.mu: a handle on another mount, for a successor
 }
 
 // ioState tracks the opens of one inode so that every open gets an I/O mode
@@ -52,6 +59,7 @@ type ioState struct {
 	backing     int32 // guarded by mu: backing id registered for the inode, 0 if none
 	ptOpens     int   // guarded by mu: opens answered with FOPEN_PASSTHROUGH
 	cachedOpens int   // guarded by mu: opens using the kernel page cache
+	redacted    int   // guarded by mu: redacted opens (FOPEN_DIRECT_IO, reads zeroed in ranges)
 	stamp       stamp // guarded by mu: the lower file when the page cache was last known good
 	stampOK     bool  // guarded by mu
 }
@@ -128,6 +136,7 @@ func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 	if old := fs.byKey[key]; old != nil && old.btime == n.btime {
 		// Found by a concurrent lookup meanwhile.
 		old.lookups++
+		fs.st.lookups(old)
 		fs.mu.Unlock()
 		closeFd(fd)
 		fs.rename(old, parent, name)
@@ -137,9 +146,11 @@ func (fs *FS) adopt(parent *node, name string, fd int, st *unix.Statx_t) *node {
 	fs.nextID++
 	fs.nodes[n.id] = n
 	fs.byKey[key] = n
+	fs.st.newNode(fs, n)
 	fs.mu.Unlock()
 	if fd >= 0 {
 		fs.fdc.insert(fs, n, fd)
+		fs.noteFd(n, fd)
 	}
 	return n
 }
@@ -166,6 +177,7 @@ func (fs *FS) existing(key nodeKey, st *unix.Statx_t) *node {
 		return nil
 	}
 	n.lookups++
+	fs.st.lookups(n)
 	return n
 }
 
@@ -174,7 +186,7 @@ func (fs *FS) existing(key nodeKey, st *unix.Statx_t) *node {
 // Nodes of a lower file system without handles, or of a mount with no
 // directory descriptor to open them against, keep their descriptor.
 // fdCache.mu must be held.
-func (c *fdCache) handleOf(n *node, fd int) bool {
+func (c *fdCache) handleOf(fs *FS, n *node, fd int) bool {
 	if n.fh != nil {
 		return true
 	}
@@ -199,6 +211,7 @@ func (c *fdCache) handleOf(n *node, fd int) bool {
 		c.mounts[mnt] = mfd
 	}
 	n.fh, n.mnt = &h, mnt
+	fs.st.fileHandle(n)
 	return true
 }
 
@@ -206,6 +219,7 @@ func (c *fdCache) handleOf(n *node, fd int) bool {
 func (fs *FS) ref(n *node) {
 	fs.mu.Lock()
 	n.lookups++
+	fs.st.lookups(n)
 	fs.mu.Unlock()
 }
 
@@ -222,10 +236,12 @@ func (fs *FS) Forget(id, nlookup uint64) {
 		return
 	}
 	n.lookups -= min(nlookup, n.lookups)
+	fs.st.lookups(n)
 	drop := fs.dropLocked(n)
 	fs.mu.Unlock()
 	if drop {
 		fs.fdc.kill(n)
+		fs.st.dropped(fs, n)
 	}
 }
 
@@ -263,6 +279,7 @@ func (fs *FS) openUnref(n *node) {
 	}
 	if drop {
 		fs.fdc.kill(n)
+		fs.st.dropped(fs, n)
 	}
 }
 
@@ -278,7 +295,9 @@ func (fs *FS) rename(n *node, parent *node, name string) {
 		return
 	}
 	fs.treeMu.Lock()
+	old := n.parent
 	n.parent, n.name = parent, name
+	fs.st.renamed(fs, n, old)
 	fs.treeMu.Unlock()
 }
 

@@ -39,6 +39,13 @@ creates the control socket itself (control.socket in the configuration).
   fusegate ctl status|mounts|devices|metrics
           what is running, and its counters
 
+Restart without unmount (docs/RESTART.md): under systemd every mount's and
+device's descriptors and state go into the unit's fd store. At SIGTERM the
+daemon asks systemd whether a restart is under way: then it hands mounts
+and devices over to the next process, which resumes them; otherwise (stop)
+it unmounts and removes them. SIGUSR1 then SIGTERM hands over whatever
+systemd says, for a supervisor that keeps the descriptors itself.
+
 Test only: with FUSEGATE_TEST_ONLY_WEDGE=1 in the environment, SIGUSR2 makes
 every mount's serving loop stop making progress (to test the watchdog).
 Never set it on a real system.`
@@ -80,7 +87,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	}
 	// SIGUSR2 is always caught, so that one sent by mistake neither kills
 	// the daemon (leaving stale mounts) nor, without the variable, wedges.
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -94,6 +101,9 @@ func runServe(ctx context.Context, e *env, args []string) int {
 				switch sig {
 				case syscall.SIGHUP:
 					go d.Reload(runCtx, "SIGHUP")
+				case syscall.SIGUSR1:
+					e.log.Info("SIGUSR1: the next stop hands mounts and devices over to a successor")
+					d.RequestHandover()
 				case syscall.SIGUSR2:
 					if !wedge {
 						e.log.Warnf("SIGUSR2 ignored (it wedges serving loops only in tests, with %s=1)", testWedgeEnv)

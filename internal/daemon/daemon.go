@@ -66,6 +66,10 @@ type Options struct {
 	Namespace *fusedev.MountNamespace
 	// Devices moves /dev, /sys and /dev/cuse for devices (tests).
 	Devices host.Options
+	// RestartPending decides at a stop whether the service manager starts
+	// the daemon again with the stored descriptors (hand over) or not (stop
+	// for good). Nil: ask systemd which job stops the unit.
+	RestartPending func() (bool, string)
 }
 
 // State is the daemon's life cycle state.
@@ -103,6 +107,9 @@ type Daemon struct {
 	stall   atomic.Int64 // time.Duration: daemon.watchdog_stall
 	grace   atomic.Int64 // time.Duration: daemon.shutdown_grace
 	reloads struct{ ok, failed atomic.Uint64 }
+
+	stored        stored      // guarded by opMu; the fd store's descriptors not yet taken over
+	handoverAsked atomic.Bool // RequestHandover
 }
 
 // New returns a Daemon; Run starts it.
@@ -231,6 +238,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	if d.opts.Inherited != nil {
+		d.stored = takeStored(d.opts.Inherited)
 		for _, name := range d.opts.Inherited.Names() {
 			d.log.WithField("name", name).Warn("closing a descriptor systemd passed that this daemon does not use")
 		}
@@ -261,7 +269,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.cfg = l.cfg
 	d.mu.Unlock()
 	d.notify.Status("starting: " + d.planLine(l.cfg))
-	if err := d.startAll(l); err != nil {
+	err = d.startAll(l)
+	d.dropLeftovers(d.stored)
+	if err != nil {
 		d.shutdown()
 		d.opMu.Unlock()
 		return err
@@ -274,7 +284,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
-	d.shutdown()
+	if handover, why := d.stopMode(); handover {
+		d.handover(why)
+	} else {
+		d.log.WithField("why", why).Info("stopping for good: unmounting and removing devices")
+		d.shutdown()
+	}
 	return nil
 }
 

@@ -135,3 +135,8 @@ func (d *Daemon) stopDevice(dv *device) {
 	dv.setState(stateStopped, "")
 	dv.log.Info("device removed")
 }
+
+// handoverDevice leaves a device to the successor.
+func (d *Daemon) handoverDevice(dv *device) {
+	d.stopDevice(dv)
+}

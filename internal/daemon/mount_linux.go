@@ -18,6 +18,7 @@ import (
 
 	"github.com/fusegate/fusegate/config"
 	"github.com/fusegate/fusegate/fusedev"
+	"github.com/fusegate/fusegate/internal/memstate"
 	"github.com/fusegate/fusegate/passthrough"
 	"github.com/fusegate/fusegate/policy"
 )
@@ -42,9 +43,7 @@ type mount struct {
 	log logrus.FieldLogger
 
 	policy atomic.Pointer[loadedPolicy]
-	engine atomic.Pointer[policy.Engine] // nil: policy "none"
-	timing atomic.Pointer[policy.Engine] // the same policy, asked only for cache timeouts
-	eng    *policy.Engine                // the engine, kept across "none" (Swap keeps it)
+	eng    *policy.Engine // the policy engine of the mount's file system (passthrough.Options.Policy)
 
 	// Set once the mount exists; never changed after. The connection is
 	// what a restart would hand to systemd's fd store.
@@ -54,6 +53,9 @@ type mount struct {
 	cancel context.CancelFunc // stops the serving loop (not the mount)
 	done   chan struct{}      // closed when Serve returned (or never ran)
 	served error              // Serve's result, set before done is closed
+	rstate *memstate.Region   // restart state (restart_linux.go); nil: none kept
+	// resumed: taken over from a previous process (restart_linux.go).
+	resumed bool
 
 	mu       sync.Mutex
 	state    string    // guarded by mu
@@ -72,25 +74,6 @@ func (m *mount) running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.state == stateRunning
-}
-
-// setPolicy makes lp the mount's policy: the engine keeps its identity
-// across policy changes (Swap), so requests being decided finish with the
-// old policy and the next one sees the new.
-func (m *mount) setPolicy(lp *loadedPolicy, opts policy.Options) {
-	m.policy.Store(lp)
-	if lp.p == nil {
-		m.engine.Store(nil)
-		m.timing.Store(nil)
-		return
-	}
-	m.timing.Store(policy.NewEngine(lp.p, policy.Options{Logger: opts.Logger}))
-	if m.eng == nil {
-		m.eng = policy.NewEngine(lp.p, opts)
-	} else {
-		m.eng.Swap(lp.p)
-	}
-	m.engine.Store(m.eng)
 }
 
 // sameMount reports whether two configurations of a mount differ only in
@@ -153,7 +136,23 @@ func (d *Daemon) policyOptions(log logrus.FieldLogger) policy.Options {
 func (d *Daemon) startMount(mc config.Mount, lp *loadedPolicy) (*mount, error) {
 	m := &mount{cfg: mc, log: d.log.WithField("mount", mc.Name), done: make(chan struct{})}
 	m.setState(stateStarting, "")
-	m.setPolicy(lp, d.policyOptions(m.log))
+	m.setPolicy(lp)
+	p := lp.p
+	if p == nil {
+		p = policy.Default() // kept for a later reload; off until then
+	}
+	m.eng = policy.NewEngine(p, d.policyOptions(m.log))
+	err := d.resumeMount(m, d.stored)
+	if err != nil && err != errNoResume { // stored, but not usable
+		m.log.WithError(err).Warn("cannot take over the mount the previous process left in systemd's fd store; mounting it afresh")
+		d.clearStored(mc.Name, mc.Mountpoint, nil)
+	}
+	if err == nil {
+		m.setState(stateRunning, "")
+		go d.watchMount(m)
+		d.storeMount(m)
+		return m, nil
+	}
 	if err := d.mountAndServe(m); err != nil {
 		m.setState(stateFailed, err.Error())
 		if m.srv == nil {
@@ -164,6 +163,7 @@ func (d *Daemon) startMount(mc config.Mount, lp *loadedPolicy) (*mount, error) {
 	}
 	m.setState(stateRunning, "")
 	go d.watchMount(m)
+	d.storeMount(m)
 	pt := m.fs.Stats()
 	f := logrus.Fields{"source": mc.Source, "mountpoint": mc.Mountpoint, "policy": lp.name(), "passthrough": pt.Passthrough}
 	if neg := m.srv.Negotiated(); neg != nil {
@@ -194,25 +194,19 @@ func (d *Daemon) mountAndServe(m *mount) error {
 			}
 		}
 	}
-	mode, err := passthrough.ParseMode(string(mc.Passthrough))
+	pfs, err := d.newFS(m)
 	if err != nil {
 		return err
 	}
-	pfs, err := passthrough.New(mc.Source, passthrough.Options{
-		Logger:      m.log,
-		Passthrough: mode,
-		Mountpoint:  mc.Mountpoint,
-		Check:       m.check,
-		Timeouts:    m.timeouts,
-	})
-	if err != nil {
-		return err
+	if m.policy.Load().p == nil {
+		pfs.SetPolicy(nil) // policy "none"
 	}
 	conn, err := fusedev.Mount(mc.Mountpoint, mopts)
 	if err != nil {
 		pfs.Close()
 		return err
 	}
+	d.trackState(m, pfs)
 	srv := fusedev.NewServer(conn, pfs, fusedev.Options{
 		Logger:        m.log,
 		Readers:       mc.Readers,
@@ -248,6 +242,10 @@ func (d *Daemon) mountAndServe(m *mount) error {
 	fusedev.Unmount(mc.Mountpoint, fusedev.UnmountOptions{Lazy: true, Namespace: d.ns})
 	<-m.done
 	conn.Close()
+	if m.rstate != nil {
+		m.rstate.Close()
+		m.rstate = nil
+	}
 	return fmt.Errorf("answering INIT: %w", initErr)
 }
 
@@ -290,6 +288,7 @@ func (d *Daemon) watchMount(m *mount) {
 	}
 	m.setState(stateUnmounted, why)
 	m.conn.Close()
+	d.unstoreMount(m.cfg.Name)
 	m.log.WithField("mountpoint", m.cfg.Mountpoint).Warnf("mount ended: %s; a reload mounts it again", why)
 	d.notify.Status(d.summary())
 }
@@ -350,6 +349,10 @@ func (d *Daemon) stopMount(m *mount) {
 	}
 	m.stopServing()
 	m.conn.Close()
+	d.unstoreMount(m.cfg.Name)
+	if m.rstate != nil {
+		m.rstate.Close()
+	}
 	syncLower(m.cfg.Source, grace)
 	m.setState(stateStopped, "")
 	m.log.Info("unmounted")
