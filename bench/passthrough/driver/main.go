@@ -53,7 +53,7 @@ func main() {
 	flag.IntVar(&o.files, "files", 10000, "files for the metadata run")
 	flag.StringVar(&o.size, "size", "1g", "file size for the data runs (fio syntax)")
 	flag.IntVar(&o.runtime, "runtime", 5, "seconds for each random-read run")
-	flag.StringVar(&o.only, "only", "", "comma-separated targets to run (native, pt, daemon, gofuse); default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated targets to run (native, pt, daemon, gofuse: data and metadata; m-native, m-pt, m-pt-nodp, m-gofuse: metadata only); default all")
 	flag.StringVar(&o.out, "out", "", "also write the table (markdown) to this file")
 	flag.Parse()
 	if err := run(&o); err != nil {
@@ -90,7 +90,7 @@ func run(o *options) error {
 	if o.only != "" {
 		want := strings.Split(o.only, ",")
 		targets = slices.DeleteFunc(targets, func(t *target) bool {
-			return !slices.Contains(want, strings.TrimPrefix(t.name, "m-"))
+			return !slices.Contains(want, t.name) && !slices.Contains(want, strings.TrimPrefix(t.name, "m-"))
 		})
 	}
 	for _, t := range targets {
@@ -101,7 +101,10 @@ func run(o *options) error {
 		t.dir = filepath.Join(base, t.name)
 		os.MkdirAll(t.dir, 0o755)
 		if t.mount != nil {
-			t.lower = filepath.Join(o.work, t.name+"-lower")
+			// The lower directory is on the same file system as the
+			// target's native counterpart: the metadata targets' on the
+			// fresh image, so that the lower file system is the same for all.
+			t.lower = filepath.Join(base, t.name+"-lower")
 			os.MkdirAll(t.lower, 0o755)
 			if err := start(t); err != nil {
 				stopAll(targets)
