@@ -131,6 +131,26 @@ func doStep(s step) (r result) {
 			}
 			unix.Close(fd)
 		}
+	case "readtime": // path: read it with 1 MiB reads; Int is the nanoseconds taken (open to close), Out the bytes read
+		buf := make([]byte, 1<<20)
+		start := time.Now()
+		total := 0
+		var fd int
+		if fd, err = unix.Open(s[1], unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			for {
+				var n int
+				n, err = unix.Read(fd, buf)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil || n == 0 {
+					break
+				}
+				total += n
+			}
+			unix.Close(fd)
+		}
+		r.Int, r.Out = int64(time.Since(start)), strconv.Itoa(total)
 	case "open": // path flags: open and close
 		var fd int
 		fd, err = unix.Open(s[1], int(num(s[2]))|unix.O_CLOEXEC, 0o644)
