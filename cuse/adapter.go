@@ -27,10 +27,14 @@ func (a *adapter) Init(ctx context.Context, srv *fusedev.Server) error {
 
 // Destroy runs when serving ends: the kernel dropped the files still open
 // with the connection, so they are released here.
-func (a *adapter) Destroy() { a.s.releaseAll() }
+func (a *adapter) Destroy() {
+	if !a.s.handedOver.Load() {
+		a.s.releaseAll()
+	}
+}
 
 func op(r *fusedev.Request, f *File, flags uint32) Op {
-	return Op{File: f, Caller: r.Caller, Flags: int(flags)}
+	return Op{File: f, Caller: r.Caller, Flags: int(flags), Unique: r.Unique &^ abi.UniqueResend, Resent: r.Resent(), req: r}
 }
 
 func (a *adapter) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out *abi.OpenOut) error {
@@ -48,6 +52,7 @@ func (a *adapter) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, 
 	s.mu.Lock()
 	s.files[f.id] = f
 	s.mu.Unlock()
+	s.st.opened(f)
 	s.stats.opens.Add(1)
 	s.stats.openNow.Add(1)
 	// The kernel treats the device as a stream itself (nonseekable_open);
@@ -107,6 +112,7 @@ func (a *adapter) Release(ctx context.Context, r *fusedev.Request, in *abi.Relea
 	if f == nil {
 		return nil // released at shutdown already, or never opened
 	}
+	s.st.released(f)
 	s.stats.openNow.Add(-1)
 	if err := f.handle.Release(ctx); err != nil {
 		s.log.WithError(err).WithField("fh", in.Fh).Debug("cuse: Release failed")
@@ -159,6 +165,7 @@ func (a *adapter) Poll(ctx context.Context, r *fusedev.Request, in *abi.PollIn, 
 		f.kh.Store(in.Kh)
 		f.hasKh.Store(true)
 		f.armed.Store(true)
+		s.st.pollHandle(f, in.Kh)
 	}
 	ev, err := p.Poll(ctx, op(r, f, uint32(f.flags)), Events(in.Events))
 	if err != nil {
@@ -178,9 +185,19 @@ func (a *adapter) Ioctl(ctx context.Context, r *fusedev.Request, in *abi.IoctlIn
 	if !ok {
 		return syscall.ENOTTY
 	}
-	req := s.ioctlPool.Get().(*IoctlRequest)
-	defer s.ioctlPool.Put(req)
+	// The file keeps a spare request between ioctls (two atomic swaps,
+	// cheaper than the pool); concurrent ioctls on one file use the pool.
+	req := f.ioctlReq.Swap(nil)
+	if req == nil {
+		req = s.ioctlPool.Get().(*IoctlRequest)
+	}
+	defer func() {
+		if !f.ioctlReq.CompareAndSwap(nil, req) {
+			s.ioctlPool.Put(req)
+		}
+	}()
 	req.reset(in, data)
+	req.alloc = out.Buffer // the reply data is built in the server's buffer
 	res, err := h.Ioctl(ctx, op(r, f, uint32(f.flags)), req)
 	if req.missing && (err == nil || errors.Is(err, ErrIoctlRetry)) {
 		s.stats.ioctlRetries.Add(1)

@@ -97,6 +97,22 @@ type Op struct {
 	// Offset, for Read and Write, is how many bytes the current read(2) or
 	// write(2) has already transferred in earlier chunks (0 for the first).
 	Offset int64
+	// Unique is the kernel's id of the request, the same when the kernel
+	// resends it to a restarted server (Resent is then true): a Persistent
+	// device uses it to answer a resent request as the first try did.
+	Unique uint64
+	Resent bool
+
+	req *fusedev.Request
+}
+
+// AfterReply runs f once the reply has been written (see
+// fusedev.Request.AfterReply); f never runs if the request is left to a
+// successor.
+func (o Op) AfterReply(f func()) {
+	if o.req != nil {
+		o.req.AfterReply(f)
+	}
 }
 
 // Nonblock reports whether the caller asked not to block (O_NONBLOCK): a
@@ -115,6 +131,9 @@ type File struct {
 	kh    atomic.Uint64 // the kernel's poll handle, once a POLL brought one
 	hasKh atomic.Bool
 	armed atomic.Bool // a poller waits for a wake-up
+	slot  uint32      // restart state record + 1 (state_linux.go)
+
+	ioctlReq atomic.Pointer[IoctlRequest] // a spare for the next ioctl on the file
 }
 
 // ID is the file handle the kernel uses for this file; unique among the

@@ -110,6 +110,9 @@ type Server struct {
 	err      error              // set before done is closed
 	devMajor uint32             // set before ready is closed (Start)
 	devMinor uint32
+
+	st         *cuseState  // restart state (state_linux.go); nil: none kept
+	handedOver atomic.Bool // Handover: the successor goes on with conn and files
 }
 
 // New returns a Server for dev. It checks the options; nothing is opened

@@ -114,6 +114,9 @@ func (s *Server) start(ctx context.Context) error {
 	if err := s.setupNode(sv); err != nil {
 		return fail(err)
 	}
+	if err := s.writeHeader(); err != nil {
+		return fail(fmt.Errorf("cuse: restart state: %w", err))
+	}
 	close(s.ready)
 	s.log.WithFields(map[string]any{"path": s.Path(), "major": s.devMajor, "minor": s.devMinor}).Debug("cuse: device ready")
 
@@ -127,7 +130,9 @@ func (s *Server) start(ctx context.Context) error {
 	go func() {
 		<-sv.done
 		cancel()
-		conn.Close() // the kernel removes the node
+		if !s.handedOver.Load() {
+			conn.Close() // the kernel removes the node
+		}
 		s.finish(sv.err)
 	}()
 	return nil

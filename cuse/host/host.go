@@ -10,6 +10,7 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,8 @@ import (
 	"github.com/fusegate/fusegate/cuse"
 	"github.com/fusegate/fusegate/cuse/loopback"
 	"github.com/fusegate/fusegate/cuse/sockdev"
+	"github.com/fusegate/fusegate/fusedev"
+	"github.com/fusegate/fusegate/internal/memstate"
 )
 
 // Kinds of built-in devices.
@@ -106,12 +109,16 @@ type Options struct {
 	Logger logrus.FieldLogger // default: discard
 	// DevDir, SysDir and CuseDev move /dev, /sys and /dev/cuse (tests).
 	DevDir, SysDir, CuseDev string
+	// KeepState keeps the device's restart state in a memfd (StateFile):
+	// its open files and, for the loopback kind, the bytes buffered.
+	KeepState bool
 }
 
 // Device is a running device.
 type Device struct {
-	spec Spec
-	srv  *cuse.Server
+	spec  Spec
+	srv   *cuse.Server
+	state *memstate.Region // restart state, or nil
 }
 
 // Start creates the device of spec and returns once its node exists with
@@ -127,10 +134,49 @@ func Start(ctx context.Context, spec Spec, opts Options) (*Device, error) {
 		log = l
 	}
 	log = log.WithFields(logrus.Fields{"device": spec.Name, "kind": spec.Kind})
+	var region *memstate.Region
+	if opts.KeepState {
+		r, err := memstate.Create("fusegate-cuse-"+spec.Name, cuse.StateSize(deviceStateSize(spec)))
+		if err != nil {
+			return nil, fmt.Errorf("device %s: restart state: %w", spec.Name, err)
+		}
+		region = r
+	}
+	srv, err := newServer(spec, log, opts, region, false)
+	if err != nil {
+		if region != nil {
+			region.Close()
+		}
+		return nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		if region != nil {
+			region.Close()
+		}
+		return nil, err
+	}
+	return &Device{spec: spec, srv: srv, state: region}, nil
+}
+
+// deviceStateSize is what a device of spec keeps in its state memfd.
+func deviceStateSize(spec Spec) int {
+	if spec.Kind == KindLoopback {
+		return loopback.StateSize(spec.Capacity)
+	}
+	return 0
+}
+
+// newServer makes the cuse.Server of spec; with region, its state (and the
+// loopback's ring) live there, adopted when restore is set.
+func newServer(spec Spec, log logrus.FieldLogger, opts Options, region *memstate.Region, restore bool) (*cuse.Server, error) {
 	var dev cuse.Device
 	switch spec.Kind {
 	case KindLoopback:
-		dev = loopback.New(loopback.Options{Capacity: spec.Capacity})
+		lo := loopback.Options{Capacity: spec.Capacity}
+		if region != nil {
+			lo.State, lo.Restore = cuse.DeviceArea(region), restore
+		}
+		dev = loopback.New(lo)
 	case KindSocket:
 		d, err := sockdev.New(sockdev.Options{Socket: spec.Socket, Buffer: spec.Buffer, Logger: log})
 		if err != nil {
@@ -158,10 +204,92 @@ func Start(ctx context.Context, spec Spec, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := srv.Start(ctx); err != nil {
+	if region != nil && !restore {
+		extra, _ := json.Marshal(spec)
+		srv.KeepState(region, extra)
+	}
+	return srv, nil
+}
+
+// Resume takes over a device a predecessor created with KeepState: conn is
+// its /dev/cuse descriptor and state its state memfd (from systemd's fd
+// store; Resume owns both). The spec must be the one it was created with.
+func Resume(ctx context.Context, spec Spec, opts Options, conn, state *os.File) (*Device, error) {
+	if err := spec.Check(); err != nil {
+		conn.Close()
+		state.Close()
 		return nil, err
 	}
-	return &Device{spec: spec, srv: srv}, nil
+	log := opts.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = l
+	}
+	log = log.WithFields(logrus.Fields{"device": spec.Name, "kind": spec.Kind})
+	region, err := memstate.Open(state)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	fail := func(err error) (*Device, error) {
+		region.Close()
+		conn.Close()
+		return nil, err
+	}
+	extra, err := cuse.StateExtra(region)
+	if err != nil {
+		return fail(err)
+	}
+	want, _ := json.Marshal(spec)
+	if string(extra) != string(want) {
+		return fail(fmt.Errorf("device %s: its configuration changed (was %s)", spec.Name, extra))
+	}
+	if region.Size() < cuse.StateSize(deviceStateSize(spec)) {
+		return fail(fmt.Errorf("device %s: state of %d bytes", spec.Name, region.Size()))
+	}
+	srv, err := newServer(spec, log, opts, region, true)
+	if err != nil {
+		return fail(err)
+	}
+	c, err := fusedev.NewConn(conn)
+	if err != nil {
+		region.Close()
+		return nil, err
+	}
+	if err := srv.Resume(ctx, c, region); err != nil {
+		region.Close()
+		c.Close()
+		return nil, err
+	}
+	return &Device{spec: spec, srv: srv, state: region}, nil
+}
+
+// Handover stops serving and leaves the device to a successor (Resume).
+func (d *Device) Handover(ctx context.Context) error { return d.srv.Handover(ctx) }
+
+// ConnFile is the /dev/cuse descriptor, for systemd's fd store.
+func (d *Device) ConnFile() *os.File {
+	if c := d.srv.Conn(); c != nil {
+		return c.File()
+	}
+	return nil
+}
+
+// StateFile is the state memfd (nil without KeepState).
+func (d *Device) StateFile() *os.File {
+	if d.state == nil {
+		return nil
+	}
+	return d.state.File()
+}
+
+// CloseState releases the state memfd of a device stopped for good.
+func (d *Device) CloseState() {
+	if d.state != nil {
+		d.state.Close()
+		d.state = nil
+	}
 }
 
 type discard struct{}

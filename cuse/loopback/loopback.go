@@ -61,6 +61,12 @@ type Peek struct {
 // Options configure a Device.
 type Options struct {
 	Capacity int // bytes buffered at most (default DefaultCapacity)
+	// State, when set (StateSize(Capacity) bytes, e.g. cuse.DeviceArea of
+	// a state memfd), holds the ring and its bookkeeping, so that the bytes
+	// buffered survive a restart of the process; Restore adopts what a
+	// predecessor left there.
+	State   []byte
+	Restore bool
 }
 
 // Device is a loopback device.
@@ -71,16 +77,37 @@ type Device struct {
 	n     int                    // guarded by mu; bytes buffered
 	sig   chan struct{}          // guarded by mu; closed on change when someone waits
 	files map[*cuse.File]*handle // guarded by mu
+
+	ps *persist // the ring lives in Options.State (state_linux.go); nil: in memory
 }
 
-var _ cuse.Device = (*Device)(nil)
+var (
+	_ cuse.Device     = (*Device)(nil)
+	_ cuse.Persistent = (*Device)(nil)
+)
 
-// New returns an empty loopback device.
+// New returns an empty loopback device (or, with Options.Restore, the one a
+// predecessor kept in Options.State).
 func New(opts Options) *Device {
 	if opts.Capacity <= 0 {
 		opts.Capacity = DefaultCapacity
 	}
-	return &Device{buf: make([]byte, opts.Capacity), files: make(map[*cuse.File]*handle)}
+	d := &Device{files: make(map[*cuse.File]*handle)}
+	if len(opts.State) >= StateSize(opts.Capacity) {
+		d.ps = newPersist(opts.State, opts.Capacity)
+		d.buf = d.ps.ring
+		if opts.Restore {
+			d.ps.restore(d)
+		}
+	} else {
+		d.buf = make([]byte, opts.Capacity)
+	}
+	return d
+}
+
+// Reopen gives an open file restored after a restart its handle.
+func (d *Device) Reopen(ctx context.Context, f *cuse.File) (cuse.Handle, error) {
+	return d.Open(ctx, f)
 }
 
 // Len returns how many bytes are buffered.
@@ -135,7 +162,7 @@ func (d *Device) readLocked(p []byte, consume bool) int {
 	if consume {
 		d.head = (d.head + n) % len(d.buf)
 		d.n -= n
-		if d.n == 0 {
+		if d.n == 0 && d.ps.reserved() == 0 {
 			d.head = 0
 		}
 	}
@@ -144,7 +171,7 @@ func (d *Device) readLocked(p []byte, consume bool) int {
 
 // writeLocked moves as much of p as fits into the ring.
 func (d *Device) writeLocked(p []byte) int {
-	n := min(len(p), len(d.buf)-d.n)
+	n := min(len(p), len(d.buf)-d.n-d.ps.reserved())
 	tail := (d.head + d.n) % len(d.buf)
 	first := min(n, len(d.buf)-tail)
 	copy(d.buf[tail:], p[:first])
@@ -167,6 +194,10 @@ var (
 func (h *handle) Read(ctx context.Context, op cuse.Op, dest []byte) (int, error) {
 	d := h.d
 	d.mu.Lock()
+	if n, ok := d.ps.replayRead(d, op, dest); ok {
+		d.mu.Unlock()
+		return n, nil
+	}
 	for d.n == 0 {
 		switch {
 		case op.Nonblock():
@@ -185,7 +216,9 @@ func (h *handle) Read(ctx context.Context, op cuse.Op, dest []byte) (int, error)
 		}
 		d.mu.Lock()
 	}
+	from := d.head
 	n := d.readLocked(dest, true)
+	d.ps.read(d, op, from, n)
 	d.changedLocked()
 	d.mu.Unlock()
 	d.wakePollers()
@@ -196,10 +229,12 @@ func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error
 	d := h.d
 	done := 0
 	d.mu.Lock()
+	done = d.ps.resumeWrite(d, op, len(data))
 	for {
 		n := d.writeLocked(data[done:])
 		done += n
 		if n > 0 {
+			d.ps.wrote(d, op, done)
 			d.changedLocked()
 		}
 		if done == len(data) {
@@ -307,7 +342,12 @@ func (h *handle) Ioctl(ctx context.Context, op cuse.Op, req *cuse.IoctlRequest) 
 	case IocReset:
 		d.mu.Lock()
 		n := d.n
-		d.head, d.n = 0, 0
+		d.head = (d.head + d.n) % len(d.buf)
+		d.n = 0
+		if d.ps.reserved() == 0 {
+			d.head = 0
+		}
+		d.ps.commit(d)
 		d.changedLocked()
 		d.mu.Unlock()
 		d.wakePollers()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -79,6 +80,14 @@ func (d *Daemon) startDevice(dc config.Device) (*device, error) {
 	dv.spec = spec
 	opts := d.opts.Devices
 	opts.Logger = dv.log
+	opts.KeepState = d.keepState()
+	if dev := d.resumeDevice(dv, opts); dev != nil {
+		dv.dev = dev
+		dv.setState(stateRunning, "")
+		go d.watchDevice(dv)
+		d.storeDevice(dv)
+		return dv, nil
+	}
 	// The device lives until stopDevice: its context is not the caller's.
 	dev, err := host.Start(context.Background(), spec, opts)
 	if err != nil {
@@ -95,6 +104,7 @@ func (d *Daemon) startDevice(dc config.Device) (*device, error) {
 	major, minor := dev.DevNum()
 	dv.log.WithFields(logrus.Fields{"path": dev.Path(), "kind": dc.Kind, "major": major, "minor": minor}).Info("device ready")
 	go d.watchDevice(dv)
+	d.storeDevice(dv)
 	return dv, nil
 }
 
@@ -127,16 +137,88 @@ func (d *Daemon) stopDevice(dv *device) {
 	if !wasRunning || dv.dev == nil {
 		return
 	}
+	// systemd's copy of /dev/cuse goes first: the node lives while any
+	// descriptor of it does.
+	d.unstoreDevice(dv.cfg.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), d.shutdownGrace()+5*time.Second)
 	defer cancel()
 	if err := dv.dev.Stop(ctx); err != nil {
 		dv.log.WithError(err).Error("removing the device")
 	}
+	dv.dev.CloseState()
 	dv.setState(stateStopped, "")
 	dv.log.Info("device removed")
 }
 
-// handoverDevice leaves a device to the successor.
+// handoverDevice leaves a device, its open files and contents to the
+// successor.
 func (d *Daemon) handoverDevice(dv *device) {
-	d.stopDevice(dv)
+	dv.mu.Lock()
+	running := dv.state == stateRunning
+	dv.stopping = true
+	dv.mu.Unlock()
+	if !running || dv.dev == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.shutdownGrace()+5*time.Second)
+	defer cancel()
+	if err := dv.dev.Handover(ctx); err != nil {
+		dv.log.WithError(err).Error("handing the device over")
+	}
+}
+
+// storeDevice hands a device's descriptors to the fd store.
+func (d *Daemon) storeDevice(dv *device) {
+	if !d.keepState() || dv.dev.StateFile() == nil || dv.dev.ConnFile() == nil {
+		return
+	}
+	if err := errors.Join(
+		d.notify.StoreFDs(cuseStateFDName(dv.cfg.Name), dv.dev.StateFile()),
+		d.notify.StoreFDs(cuseFDName(dv.cfg.Name), dv.dev.ConnFile()),
+	); err != nil {
+		dv.log.WithError(err).Warn("cannot hand the device to systemd's fd store: a restart will remove it")
+	}
+}
+
+func (d *Daemon) unstoreDevice(name string) {
+	if d.keepState() {
+		d.notify.RemoveFDs(cuseFDName(name))
+		d.notify.RemoveFDs(cuseStateFDName(name))
+	}
+}
+
+// resumeDevice takes over a device the previous process left in the fd
+// store, or returns nil (then what was stored is dropped: the node goes
+// when systemd closes its descriptor, and the device is created afresh).
+func (d *Daemon) resumeDevice(dv *device, opts host.Options) *host.Device {
+	conns := d.stored.take(cuseFDName(dv.cfg.Name))
+	states := d.stored.take(cuseStateFDName(dv.cfg.Name))
+	if len(conns) == 0 && len(states) == 0 {
+		return nil
+	}
+	if len(conns) != 1 || len(states) != 1 {
+		closeFiles(conns)
+		closeFiles(states)
+		d.unstoreDevice(dv.cfg.Name)
+		return nil
+	}
+	t0 := time.Now()
+	dev, err := host.Resume(context.Background(), dv.spec, opts, conns[0], states[0])
+	if err != nil {
+		dv.log.WithError(err).Warn("cannot take over the device the previous process left in systemd's fd store; creating it afresh")
+		d.unstoreDevice(dv.cfg.Name)
+		// The node goes once systemd closed its descriptor; wait a little
+		// for the name to be free.
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat("/dev/" + dv.cfg.Name); err != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}
+	st := dev.Stats()
+	dv.log.WithFields(logrus.Fields{"path": dev.Path(), "open_files": st.OpenNow, "took": time.Since(t0).Round(time.Microsecond)}).
+		Info("resumed the device: open files and buffered bytes kept")
+	return dev
 }
