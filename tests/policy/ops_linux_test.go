@@ -131,6 +131,31 @@ func doStep(s step) (r result) {
 			}
 			unix.Close(fd)
 		}
+	case "readtwice": // path: two preads of the whole file at offset 0 through one open; Data is the second
+		var fd int
+		if fd, err = unix.Open(s[1], unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			var st unix.Stat_t
+			if err = unix.Fstat(fd, &st); err == nil {
+				buf := make([]byte, st.Size)
+				for range 2 {
+					var n int
+					if n, err = unix.Pread(fd, buf, 0); err != nil {
+						break
+					}
+					r.Data = bytes.Clone(buf[:n])
+				}
+			}
+			unix.Close(fd)
+		}
+	case "mmapshared": // path: map it MAP_SHARED read-only (and unmap)
+		var fd int
+		if fd, err = unix.Open(s[1], unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			var m []byte
+			if m, err = unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED); err == nil {
+				unix.Munmap(m)
+			}
+			unix.Close(fd)
+		}
 	case "readtime": // path: read it with 1 MiB reads; Int is the nanoseconds taken (open to close), Out the bytes read
 		buf := make([]byte, 1<<20)
 		start := time.Now()

@@ -288,6 +288,27 @@ func TestRedaction(t *testing.T) {
 			t.Errorf("B's open: redacted opens %d → %d, passthrough opens %d → %d; want one redacted, no passthrough",
 				s0.Policy.RedactedOpens, s1.Policy.RedactedOpens, s0.PTOpens, s1.PTOpens)
 		}
+		// The redacted open is FOPEN_DIRECT_IO: two reads of the photo
+		// through one open are two READ requests (through the page cache
+		// the second would be answered by the kernel; through
+		// passthrough neither would reach the daemon), and a shared
+		// mapping of it is refused (the kernel maps direct-I/O opens
+		// MAP_SHARED only with FUSE_DIRECT_IO_ALLOW_MMAP).
+		reads0 := tg.requests("READ")
+		r = do(t, appB, "readtwice", photo)
+		want(t, "B reads A's photo twice through one open", r, 0)
+		if !bytes.Equal(r.Data, redacted) {
+			t.Errorf("B's second read is not redacted:\n%s", diff(r.Data, redacted))
+		}
+		if reads := tg.waitRequests("READ", reads0+2) - reads0; reads < 2 {
+			t.Errorf("two reads of B's redacted open reached the daemon as %d READ requests, want 2 or more (direct I/O)", reads)
+		}
+		want(t, "B maps A's photo MAP_SHARED", do(t, appB, "mmapshared", photo), syscall.ENODEV)
+		s1 = tg.fs()
+		if s1.Policy.RedactedOpens != s0.Policy.RedactedOpens+3 || s1.PTOpens != s0.PTOpens {
+			t.Errorf("B's three opens: redacted opens %d → %d, passthrough opens %d → %d; want three redacted, no passthrough",
+				s0.Policy.RedactedOpens, s1.Policy.RedactedOpens, s0.PTOpens, s1.PTOpens)
+		}
 		r = do(t, appB, "mmapread", photo)
 		want(t, "B maps A's photo", r, 0)
 		if !bytes.Equal(r.Data, redacted) {
@@ -317,8 +338,8 @@ func TestRedaction(t *testing.T) {
 		if r := do(t, appB, "read", mine); r.Errno != 0 || !bytes.Equal(r.Data, tg.jpeg) {
 			t.Errorf("B reads its own photo: %v, original: %v", r.err(), bytes.Equal(r.Data, tg.jpeg))
 		}
-		if tg.kind == "serve" && !strings.Contains(tg.metrics(), `fusegate_policy_redacted_opens_total{mount="m"} 2`) {
-			t.Errorf("metrics: no 2 redacted opens:\n%s", grep(tg.metrics(), "redacted"))
+		if tg.kind == "serve" && !strings.Contains(tg.metrics(), `fusegate_policy_redacted_opens_total{mount="m"} 4`) {
+			t.Errorf("metrics: not 4 redacted opens (B reads, reads twice, maps shared, maps private):\n%s", grep(tg.metrics(), "redacted"))
 		}
 	})
 }
