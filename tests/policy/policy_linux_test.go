@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,19 +129,34 @@ func TestPrivateIsolation(t *testing.T) {
 				t.Errorf("the audit log lacks %q:\n%s", w, logs)
 			}
 		}
+		if !regexp.MustCompile(`policy: access denied.* pid=[1-9][0-9]* `).MatchString(logs) {
+			t.Errorf("the audit log lacks the caller's pid:\n%s", grep(logs, "access denied"))
+		}
+		// Rate-limited per caller and rule: A's burst of denials on
+		// app-data (some twenty in one child, within milliseconds) is
+		// logged once, the rest counted as suppressed. Every denial is
+		// counted; those of entries filtered out of a listing (B's
+		// package in A's listing of Android/data) are not audited.
 		st := tg.fs()
-		var denials, logged uint64
+		var decisions, denials, logged, suppressed uint64
 		for _, r := range st.Policy.Rules {
 			if r.Rule == "rule[2] app-data" {
-				denials, logged = r.Denials, r.Logged
+				decisions, denials, logged, suppressed = r.Decisions, r.Denials, r.Logged, r.Suppressed
 			}
 		}
-		if denials == 0 || logged == 0 || logged > denials {
-			t.Errorf("app-data counters: %d denials, %d logged", denials, logged)
+		if audited := logged + suppressed; audited < 20 || decisions < denials || logged == 0 || suppressed == 0 ||
+			audited > denials || audited+st.Policy.Filtered < denials {
+			t.Errorf("app-data counters: %d decisions, %d denials, %d logged, %d suppressed (%d entries filtered); "+
+				"want 20+ audited denials, some logged and some suppressed, the others filtered",
+				decisions, denials, logged, suppressed, st.Policy.Filtered)
+		}
+		if n := strings.Count(grep(logs, "policy: access denied"), `rule="rule[2] app-data"`); uint64(n) != logged {
+			t.Errorf("%d audit lines on app-data, the counters say %d logged", n, logged)
 		}
 		if tg.kind == "serve" {
 			m := tg.metrics()
-			for _, w := range []string{`fusegate_policy_denials_total{mount="m",rule="rule[2] app-data"}`,
+			for _, w := range []string{`fusegate_policy_decisions_total{mount="m",rule="rule[2] app-data"}`,
+				`fusegate_policy_denials_total{mount="m",rule="rule[2] app-data"}`,
 				`fusegate_policy_audit_logged_total{mount="m",rule="rule[2] app-data"}`,
 				`fusegate_policy_audit_suppressed_total{mount="m",rule="rule[2] app-data"}`,
 				`fusegate_policy_filtered_entries_total{mount="m"}`} {
@@ -433,5 +449,133 @@ deny = "EACCES"
 		if wantInv != "" && !strings.Contains(tg.d.Logs(), wantInv) {
 			t.Errorf("the reload did not say it invalidated the kernel's cached names (%s):\n%s", wantInv, grep(tg.d.Logs(), "reload"))
 		}
+	}
+}
+
+// errnoPolicy configures every errno a denial can have: app-private
+// directories answering EACCES (not the built-in ENOENT), a hidden tree
+// (ENOENT), a read-only tree (EROFS, trusted callers included) and a tree
+// where apps create nothing (EPERM).
+const errnoPolicy = `version = 1
+name = "errnos"
+
+[default]
+allow.view = ["apps"]
+allow.make = ["apps"]
+allow.modify = ["owner"]
+
+[[rule]]
+name = "private"
+path = "Android/data/{pkg}/**"
+allow.any = ["{pkg}"]
+deny = "EACCES"
+
+[[rule]]
+name = "secret"
+path = "Secret/**"
+hidden = true
+
+[[rule]]
+name = "firmware"
+path = "Firmware/**"
+allow.view = ["apps"]
+read_only = true
+
+[[rule]]
+name = "locked"
+path = "Locked/**"
+allow.view = ["apps"]
+deny = "EPERM"
+`
+
+// The errors are the policy's: with app-private directories configured to
+// answer EACCES, A gets EACCES for everything it tries in B's (and still
+// does not see B's package listed); a hidden tree is ENOENT to apps and
+// open to root; a read-only tree refuses changes with EROFS even to root;
+// a tree denying with EPERM answers EPERM.
+func TestConfiguredErrnos(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			tg := newTarget(t, kind, errnoPolicy)
+			for _, d := range []string{"Secret", "Firmware", "Locked"} {
+				must(t, os.Mkdir(tg.l(d), 0o777))
+				must(t, os.Chmod(tg.l(d), 0o777))
+			}
+			must(t, os.WriteFile(tg.l("Secret/plans.txt"), []byte("plans"), 0o666))
+			must(t, os.WriteFile(tg.l("Firmware/fw.bin"), []byte("firmware"), 0o666))
+			must(t, os.Chmod(tg.l("Firmware/fw.bin"), 0o666)) // only the policy stops writes
+			aDir, bDir := tg.p("Android/data/uid10001"), tg.p("Android/data/uid10002")
+			must(t, do(t, appA, "write", aDir+"/mine.txt", "a").err())
+			rs := run(t, appA,
+				step{"stat", bDir},
+				step{"stat", bDir + "/secret.txt"},
+				step{"read", bDir + "/secret.txt"},
+				step{"readdir", bDir},
+				step{"write", bDir + "/planted", "x"},
+				step{"mkdir", bDir + "/dir"},
+				step{"rename", aDir + "/mine.txt", bDir + "/moved"},
+				step{"rename", bDir + "/secret.txt", aDir + "/stolen"},
+				step{"link", bDir + "/secret.txt", aDir + "/hard"},
+				step{"link", aDir + "/mine.txt", bDir + "/hard"},
+				step{"unlink", bDir + "/secret.txt"},
+			)
+			for i, r := range rs {
+				want(t, "A in B's private directory, step "+itoa(i), r, syscall.EACCES)
+			}
+			rs = run(t, appA,
+				step{"readdir", tg.p("Android/data")},
+				step{"stat", tg.p("Secret")},
+				step{"read", tg.p("Secret/plans.txt")},
+				step{"readdir", tg.p("")},
+				step{"read", tg.p("Firmware/fw.bin")},
+				step{"append", tg.p("Firmware/fw.bin"), "x"},
+				step{"write", tg.p("Firmware/new.bin"), "x"},
+				step{"write", tg.p("Locked/new.txt"), "x"},
+				step{"mkdir", tg.p("Locked/dir")},
+				step{"read", aDir + "/mine.txt"},
+			)
+			want(t, "A lists Android/data", rs[0], 0)
+			if rs[0].Out != "uid10001" {
+				t.Errorf("A lists Android/data as %q, want only its own package", rs[0].Out)
+			}
+			want(t, "A stats the hidden tree", rs[1], syscall.ENOENT)
+			want(t, "A reads in the hidden tree", rs[2], syscall.ENOENT)
+			want(t, "A lists the root", rs[3], 0)
+			if strings.Contains(rs[3].Out, "Secret") || !strings.Contains(rs[3].Out, "Firmware") {
+				t.Errorf("A lists the root as %q: want Firmware and not Secret", rs[3].Out)
+			}
+			want(t, "A reads firmware", rs[4], 0)
+			want(t, "A appends to firmware", rs[5], syscall.EROFS)
+			want(t, "A creates in the firmware tree", rs[6], syscall.EROFS)
+			want(t, "A creates in the locked tree", rs[7], syscall.EPERM)
+			want(t, "A makes a directory in the locked tree", rs[8], syscall.EPERM)
+			want(t, "A reads its own file", rs[9], 0)
+			rs = run(t, root,
+				step{"read", tg.p("Secret/plans.txt")},
+				step{"read", bDir + "/secret.txt"},
+				step{"append", tg.p("Firmware/fw.bin"), "x"},
+				step{"unlink", tg.p("Firmware/fw.bin")},
+				step{"write", tg.p("Locked/root.txt"), "x"},
+			)
+			want(t, "root reads in the hidden tree", rs[0], 0)
+			want(t, "root reads B's private file", rs[1], 0)
+			want(t, "root appends to firmware", rs[2], syscall.EROFS)
+			want(t, "root unlinks firmware", rs[3], syscall.EROFS)
+			want(t, "root creates in the locked tree", rs[4], 0)
+			if b, _ := os.ReadFile(tg.l("Firmware/fw.bin")); string(b) != "firmware" {
+				t.Errorf("the firmware now reads %q", b)
+			}
+			if b, _ := os.ReadFile(tg.l("Android/data/uid10002/secret.txt")); string(b) != "B's secret" {
+				t.Errorf("B's file now reads %q", b)
+			}
+			logs := tg.d.Logs()
+			for _, w := range []string{`errno=EACCES .*rule="rule\[0\] private" uid=10001`, `errno=ENOENT .*rule="rule\[1\] secret" uid=10001`,
+				`errno=EROFS .*rule="rule\[2\] firmware" uid=10001`, `errno=EROFS .*rule="rule\[2\] firmware" uid=0`,
+				`errno=EPERM .*rule="rule\[3\] locked" uid=10001`} {
+				if !regexp.MustCompile(w).MatchString(logs) {
+					t.Errorf("the audit log lacks %s:\n%s", w, grep(logs, "access denied"))
+				}
+			}
+		})
 	}
 }
