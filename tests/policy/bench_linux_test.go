@@ -170,9 +170,9 @@ func BenchmarkPolicy(b *testing.B) {
 		b.ReportMetric(median(none), w.what+"-none-"+w.unit)
 		b.ReportMetric(median(pol), w.what+"-policy-"+w.unit)
 		b.ReportMetric(median(ratios), w.what+"-ratio")
-		b.Logf("%-10s none %8.1f %s [%.1f–%.1f], policy %8.1f [%.1f–%.1f]; policy/none per round: median %.3f [%.3f–%.3f] (%s, %d rounds)",
+		b.Logf("%-10s none %8.1f %s [%.1f–%.1f], policy %8.1f [%.1f–%.1f]; policy/none per round: median %.3f, quartiles %.3f–%.3f, [%.3f–%.3f] (%s, %d rounds)",
 			w.what, median(none), w.unit, slices.Min(none), slices.Max(none), median(pol), slices.Min(pol), slices.Max(pol),
-			median(ratios), slices.Min(ratios), slices.Max(ratios), w.note, len(none))
+			median(ratios), quantile(ratios, 0.25), quantile(ratios, 0.75), slices.Min(ratios), slices.Max(ratios), w.note, len(none))
 	}
 }
 
@@ -205,4 +205,20 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// quantile is the q-quantile of v (0 <= q <= 1), interpolated linearly
+// between the two nearest values.
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	x := q * float64(len(s)-1)
+	i := int(x)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (x-float64(i))*(s[i+1]-s[i])
 }
