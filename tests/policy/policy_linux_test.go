@@ -216,7 +216,8 @@ func TestCacheBypass(t *testing.T) {
 
 // A file that A creates in DCIM is readable by B and not writable,
 // removable or renamable by B (EACCES, the shared-storage rule); A keeps
-// full control of it. Apps create no files at the root.
+// full control of it. Apps create no files at the root, and of top-level
+// directories only the standard ones, which no app removes or renames.
 func TestSharedMedia(t *testing.T) {
 	forEach(t, func(t *testing.T, tg *target) {
 		f := tg.p("DCIM/from-a.txt")
@@ -247,6 +248,36 @@ func TestSharedMedia(t *testing.T) {
 		}
 		want(t, "B creates in DCIM", rs[7], 0)
 		want(t, "B creates at the root", rs[8], syscall.EACCES)
+
+		// Top-level directories: only the standard ones may be made, and
+		// none removed or renamed, not even by the app that made one.
+		rs = run(t, appA,
+			step{"mkdir", tg.p("Movies")},
+			step{"mkdir", tg.p("Stuff")},
+			step{"rmdir", tg.p("Movies")},
+			step{"rename", tg.p("Movies"), tg.p("Films")},
+			step{"rename", tg.p("Movies"), tg.p("DCIM/Movies")},
+			step{"chmod", tg.p("Movies"), "0700"},
+			step{"rmdir", tg.p("DCIM")},
+			step{"mkdir", tg.p("Movies/trip")},
+			step{"rmdir", tg.p("Movies/trip")},
+		)
+		want(t, "A makes the standard Movies", rs[0], 0)
+		want(t, "A makes a non-standard top-level directory", rs[1], syscall.EACCES)
+		want(t, "A removes Movies", rs[2], syscall.EACCES)
+		want(t, "A renames Movies", rs[3], syscall.EACCES)
+		want(t, "A moves Movies into DCIM", rs[4], syscall.EACCES)
+		want(t, "A chmods Movies", rs[5], syscall.EACCES)
+		want(t, "A removes DCIM", rs[6], syscall.EACCES)
+		want(t, "A makes a directory in Movies", rs[7], 0)
+		want(t, "A removes its directory in Movies", rs[8], 0)
+		if st, err := os.Stat(tg.l("Movies")); err != nil || !st.IsDir() {
+			t.Errorf("Movies in the lower tree: %v", err)
+		}
+		if _, err := os.Stat(tg.l("Stuff")); err == nil {
+			t.Error("the non-standard top-level directory was made")
+		}
+		want(t, "root removes Movies", do(t, root, "rmdir", tg.p("Movies")), 0)
 		if b, _ := os.ReadFile(tg.l("DCIM/from-a.txt")); string(b) != "made by A" {
 			t.Errorf("A's file now reads %q", b)
 		}
