@@ -231,6 +231,14 @@ func doStep(s step) (r result) {
 		err = unix.Symlink(s[1], s[2])
 	case "chmod":
 		err = unix.Chmod(s[1], uint32(num(s[2])))
+	case "setxattr": // path name value
+		err = unix.Setxattr(s[1], s[2], []byte(s[3]), 0)
+	case "getxattr": // path name: Data is the value
+		buf := make([]byte, 256)
+		var n int
+		if n, err = unix.Getxattr(s[1], s[2], buf); err == nil {
+			r.Data = buf[:n]
+		}
 	case "truncate":
 		err = unix.Truncate(s[1], num(s[2]))
 	case "createmany": // dir n: Int is the nanoseconds taken to create n empty files

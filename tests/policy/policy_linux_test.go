@@ -170,6 +170,16 @@ func TestPrivateIsolation(t *testing.T) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
+// ruleDenials is the number of denials of the rule labelled rule.
+func ruleDenials(st fsStats, rule string) uint64 {
+	for _, r := range st.Policy.Rules {
+		if r.Rule == rule {
+			return r.Denials
+		}
+	}
+	return 0
+}
+
 // The kernel's caches never answer one app with another's result: A's
 // successful lookup (and open) of its own private file does not let B's
 // lookup of the same path succeed right after, B's failed lookup does not
@@ -221,8 +231,24 @@ func TestCacheBypass(t *testing.T) {
 func TestSharedMedia(t *testing.T) {
 	forEach(t, func(t *testing.T, tg *target) {
 		f := tg.p("DCIM/from-a.txt")
+		// World-writable, so that only the policy keeps B from changing
+		// it (the kernel checks the mode first: default_permissions).
 		must(t, do(t, appA, "write", f, "made by A").err())
+		must(t, do(t, appA, "chmod", f, "0666").err())
+		must(t, do(t, appA, "setxattr", f, "user.by", "A").err())
 		rs := run(t, appB,
+			step{"getxattr", f, "user.by"},
+			step{"setxattr", f, "user.by", "B"},
+			step{"getxattr", tg.p("Android/data/uid10001/secret.txt"), "user.by"},
+		)
+		want(t, "B reads an xattr of A's file", rs[0], 0)
+		if string(rs[0].Data) != "A" {
+			t.Errorf("B reads the xattr as %q", rs[0].Data)
+		}
+		want(t, "B sets an xattr of A's file", rs[1], syscall.EACCES)
+		want(t, "B reads an xattr of A's private file", rs[2], syscall.ENOENT)
+		denied0 := ruleDenials(tg.fs(), "default")
+		rs = run(t, appB,
 			step{"read", f},
 			step{"append", f, "B was here"},
 			step{"write", f, "overwritten"},
@@ -245,6 +271,11 @@ func TestSharedMedia(t *testing.T) {
 				errno = syscall.EPERM
 			}
 			want(t, "B "+what+" A's file", rs[i+1], errno)
+		}
+		// The policy refused them, not the kernel: five denials more
+		// (the chmod never reached the daemon).
+		if n := ruleDenials(tg.fs(), "default") - denied0; n < 5 {
+			t.Errorf("B's attempts to change A's file: %d policy denials, want 5 or more", n)
 		}
 		want(t, "B creates in DCIM", rs[7], 0)
 		want(t, "B creates at the root", rs[8], syscall.EACCES)
