@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,21 +73,22 @@ func BenchmarkPolicy(b *testing.B) {
 	must(b, os.Chmod(big, 0o644))
 
 	type mount struct {
-		name string
-		mp   string
-		d    *harness.Daemon
+		name  string
+		mp    string
+		d     *harness.Daemon
+		stats statsDoc // before the rounds
 	}
 	var mounts []*mount
 	for _, name := range []string{"none", "policy"} {
 		mp := filepath.Join(base, "mp-"+name)
 		must(b, os.Mkdir(mp, 0o755))
-		args := []string{"mount", "--passthrough=on"}
+		args := []string{"mount", "--passthrough=on", "--stats-file", filepath.Join(base, "stats-"+name+".json")}
 		if name == "policy" {
 			args = append(args, "--policy", "default")
 		}
 		d := harness.StartDaemon(b, harness.DaemonOptions{Mountpoints: []string{mp}}, append(args, src, mp)...)
 		d.WaitMounted(mp)
-		mounts = append(mounts, &mount{name, mp, d})
+		mounts = append(mounts, &mount{name: name, mp: mp, d: d})
 		b.Cleanup(func() { d.Stop(syscall.SIGTERM) })
 	}
 	app := appA
@@ -94,6 +96,7 @@ func BenchmarkPolicy(b *testing.B) {
 		if r := do(b, app, "readtime", filepath.Join(m.mp, "DCIM/big.bin")); r.Errno != 0 {
 			b.Fatalf("%s: read: %v", m.name, r.err())
 		}
+		m.stats = daemonStats(b, m.d, filepath.Join(base, "stats-"+m.name+".json"))
 	}
 	const files = 2000
 	// figures[what][mount name] has one value per round.
@@ -154,6 +157,20 @@ func BenchmarkPolicy(b *testing.B) {
 		}
 		round++
 	}
+	// The reads went through kernel passthrough on both mounts: no READ
+	// request reached either daemon, and each read was one passthrough
+	// OPEN (the policy decides OPEN, not the reads).
+	for _, m := range mounts {
+		st := daemonStats(b, m.d, filepath.Join(base, "stats-"+m.name+".json"))
+		reads := st.Ops["READ"].Count - m.stats.Ops["READ"].Count
+		pt := st.FS.PTOpens - m.stats.FS.PTOpens
+		b.ReportMetric(float64(reads), "READs-"+m.name)
+		b.Logf("%-6s %d READ requests reached the daemon during %d rounds (%d reads of big.bin); %d passthrough opens (the reads' and the creates')",
+			m.name, reads, round, 2*round, pt)
+		if reads != 0 || pt < uint64(2*round+files*round) {
+			b.Errorf("%s: reads were not all kernel passthrough", m.name)
+		}
+	}
 	for _, w := range []struct{ what, unit, note string }{
 		{"read", "MB/s", "wall"},
 		{"read-cpu", "MB/cpu-s", "reader's CPU"},
@@ -173,6 +190,23 @@ func BenchmarkPolicy(b *testing.B) {
 		b.Logf("%-10s none %8.1f %s [%.1f–%.1f], policy %8.1f [%.1f–%.1f]; policy/none per round: median %.3f, quartiles %.3f–%.3f, [%.3f–%.3f] (%s, %d rounds)",
 			w.what, median(none), w.unit, slices.Min(none), slices.Max(none), median(pol), slices.Min(pol), slices.Max(pol),
 			median(ratios), quantile(ratios, 0.25), quantile(ratios, 0.75), slices.Min(ratios), slices.Max(ratios), w.note, len(none))
+	}
+}
+
+// daemonStats asks `fusegate mount` d for its --stats-file path (SIGUSR1)
+// and returns it once it is fresh.
+func daemonStats(b *testing.B, d *harness.Daemon, path string) statsDoc {
+	asked := time.Now()
+	must(b, d.Signal(syscall.SIGUSR1))
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var doc statsDoc
+		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &doc) == nil && !doc.Time.Before(asked) {
+			return doc
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("no fresh %s within 10 s of SIGUSR1", path)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
