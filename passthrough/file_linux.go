@@ -230,9 +230,10 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 }
 
 // Tmpfile creates an unnamed file in the directory (O_TMPFILE) as the
-// caller. Under a policy it answers EOPNOTSUPP (the kernel then stops
-// sending it, and callers fall back to named files, each decided): an
-// unnamed file has no path to decide on.
+// caller. Under a policy it answers EOPNOTSUPP (open(2) returns it, and
+// callers fall back to named files, each decided): an unnamed file has no
+// path to decide on. Not ENOSYS: the kernel would stop sending TMPFILE for
+// the connection's lifetime, also after a reload to no policy.
 func (fs *FS) Tmpfile(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, entry *abi.EntryOut, out *abi.OpenOut) error {
 	if fs.ps.pol.Load() != nil {
 		return syscall.EOPNOTSUPP

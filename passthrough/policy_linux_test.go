@@ -685,12 +685,38 @@ func TestPolicyRedaction(t *testing.T) {
 	_, err := p.fs.CopyFileRange(ctx, as(abi.OpCopyFileRange, jpg, appB), &abi.CopyFileRangeIn{FhIn: ro.Fh, FhOut: co.Fh, NodeIDOut: ce.NodeID, Len: 1 << 20})
 	wantErrno(t, "copy_file_range from a redacted open", err, syscall.EOPNOTSUPP)
 	// While it is open, an unredacted open of the inode bypasses the page
-	// cache too.
-	if err := p.fs.Open(ctx, as(abi.OpOpen, txt, 0), &abi.OpenIn{Flags: unix.O_RDONLY}, &o); err != nil {
+	// cache too, even under a policy that redacts nothing (a reload): it
+	// must not fill the page cache a private mapping of the redacted open
+	// would share.
+	orig := p.eng.Policy()
+	plain, err := policy.Parse("plain.toml", []byte("version = 1\n[default]\nallow.any = [\"apps\"]\n"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	p.fs.Release(ctx, as(abi.OpRelease, txt, 0), &abi.ReleaseIn{Fh: o.Fh})
+	if _, err := p.fs.SetPolicy(plain); err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []uint32{0, appA} {
+		o = abi.OpenOut{}
+		if err := p.fs.Open(ctx, as(abi.OpOpen, jpg, uid), &abi.OpenIn{Flags: unix.O_RDONLY}, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.OpenFlags&^abi.FopenNoflush != abi.FopenDirectIO || o.BackingID != 0 {
+			t.Errorf("open as %d while a redacted open exists, under a policy without redaction: flags %v backing %d, want DIRECT_IO",
+				uid, o.OpenFlags, o.BackingID)
+		}
+		p.fs.Release(ctx, as(abi.OpRelease, jpg, uid), &abi.ReleaseIn{Fh: o.Fh})
+	}
 	p.fs.Release(ctx, as(abi.OpRelease, jpg, appB), &abi.ReleaseIn{Fh: ro.Fh})
+	// Once it is closed, the page cache again.
+	o = abi.OpenOut{}
+	if err := p.fs.Open(ctx, as(abi.OpOpen, jpg, 0), &abi.OpenIn{Flags: unix.O_RDONLY}, &o); err != nil || o.OpenFlags&abi.FopenDirectIO != 0 {
+		t.Errorf("open after the redacted open closed, under a policy without redaction: %v, flags %v", err, o.OpenFlags)
+	}
+	p.fs.Release(ctx, as(abi.OpRelease, jpg, 0), &abi.ReleaseIn{Fh: o.Fh})
+	if _, err := p.fs.SetPolicy(orig); err != nil {
+		t.Fatal(err)
+	}
 	p.fs.Release(ctx, as(abi.OpRelease, ce.NodeID, appB), &abi.ReleaseIn{Fh: co.Fh})
 
 	// The inode in passthrough mode (as after opens made before a policy

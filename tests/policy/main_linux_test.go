@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,22 +213,55 @@ func (tg *target) fs() fsStats {
 		}
 		return *ms[0].FS
 	}
+	return tg.statsFile().FS
+}
+
+// statsDoc is what the tests read of `fusegate mount --stats-file`.
+type statsDoc struct {
+	Time time.Time `json:"time"`
+	Ops  map[string]struct {
+		Count uint64 `json:"count"`
+	} `json:"ops"`
+	FS fsStats `json:"fs"`
+}
+
+// statsFile asks `fusegate mount` for its --stats-file (SIGUSR1) and
+// returns it once it is fresh.
+func (tg *target) statsFile() statsDoc {
+	tg.t.Helper()
 	asked := time.Now()
 	must(tg.t, tg.d.Signal(syscall.SIGUSR1))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var doc struct {
-			Time time.Time `json:"time"`
-			FS   fsStats   `json:"fs"`
-		}
+		var doc statsDoc
 		if b, err := os.ReadFile(tg.stats); err == nil && json.Unmarshal(b, &doc) == nil && !doc.Time.Before(asked) {
-			return doc.FS
+			return doc
 		}
 		if time.Now().After(deadline) {
 			tg.t.Fatalf("no fresh %s within 10 s of SIGUSR1", tg.stats)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// requests returns how many requests with opcode op (its name, "READ")
+// the daemon has served: from the --stats-file or from `ctl metrics`.
+func (tg *target) requests(op string) uint64 {
+	tg.t.Helper()
+	if tg.kind != "serve" {
+		return tg.statsFile().Ops[op].Count
+	}
+	prefix := `fusegate_requests_total{mount="m",op="` + op + `"} `
+	for _, l := range strings.Split(tg.metrics(), "\n") {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				tg.t.Fatalf("metrics: %q: %v", l, err)
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // reload makes the daemon read the policy file again and waits until it
@@ -264,6 +298,21 @@ func (tg *target) reload() (bool, string) {
 			tg.t.Fatalf("no reload logged within 10 s of SIGHUP:\n%s", tg.d.Logs())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitRequests waits up to 3 s until requests(op) is at least n, and
+// returns it: a request is counted just after its reply, which may reach
+// the client (and the test) first.
+func (tg *target) waitRequests(op string, n uint64) uint64 {
+	tg.t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got := tg.requests(op)
+		if got >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -34,6 +34,14 @@ type result struct {
 	Out   string `json:"out,omitempty"`  // text: names, ...
 	Data  []byte `json:"data,omitempty"` // file contents (binary: JSON strings would mangle them)
 	Int   int64  `json:"int,omitempty"`
+	CPU   int64  `json:"cpu,omitempty"` // readtime: the nanoseconds of CPU the process used meanwhile
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (r result) err() error {
@@ -131,6 +139,52 @@ func doStep(s step) (r result) {
 			}
 			unix.Close(fd)
 		}
+	case "readtwice": // path: two preads of the whole file at offset 0 through one open; Data is the second
+		var fd int
+		if fd, err = unix.Open(s[1], unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			var st unix.Stat_t
+			if err = unix.Fstat(fd, &st); err == nil {
+				buf := make([]byte, st.Size)
+				for range 2 {
+					var n int
+					if n, err = unix.Pread(fd, buf, 0); err != nil {
+						break
+					}
+					r.Data = bytes.Clone(buf[:n])
+				}
+			}
+			unix.Close(fd)
+		}
+	case "mmapshared": // path: map it MAP_SHARED read-only (and unmap)
+		var fd int
+		if fd, err = unix.Open(s[1], unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			var m []byte
+			if m, err = unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED); err == nil {
+				unix.Munmap(m)
+			}
+			unix.Close(fd)
+		}
+	case "readtime": // path: read it with 1 MiB reads; Int is the nanoseconds taken (open to close), CPU the CPU time, Out the bytes read
+		buf := make([]byte, 1<<20)
+		cpu := processCPU()
+		start := time.Now()
+		total := 0
+		var fd int
+		if fd, err = unix.Open(s[1], unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			for {
+				var n int
+				n, err = unix.Read(fd, buf)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil || n == 0 {
+					break
+				}
+				total += n
+			}
+			unix.Close(fd)
+		}
+		r.Int, r.CPU, r.Out = int64(time.Since(start)), int64(processCPU()-cpu), strconv.Itoa(total)
 	case "open": // path flags: open and close
 		var fd int
 		fd, err = unix.Open(s[1], int(num(s[2]))|unix.O_CLOEXEC, 0o644)
@@ -177,6 +231,14 @@ func doStep(s step) (r result) {
 		err = unix.Symlink(s[1], s[2])
 	case "chmod":
 		err = unix.Chmod(s[1], uint32(num(s[2])))
+	case "setxattr": // path name value
+		err = unix.Setxattr(s[1], s[2], []byte(s[3]), 0)
+	case "getxattr": // path name: Data is the value
+		buf := make([]byte, 256)
+		var n int
+		if n, err = unix.Getxattr(s[1], s[2], buf); err == nil {
+			r.Data = buf[:n]
+		}
 	case "truncate":
 		err = unix.Truncate(s[1], num(s[2]))
 	case "createmany": // dir n: Int is the nanoseconds taken to create n empty files

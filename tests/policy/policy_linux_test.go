@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,19 +129,34 @@ func TestPrivateIsolation(t *testing.T) {
 				t.Errorf("the audit log lacks %q:\n%s", w, logs)
 			}
 		}
+		if !regexp.MustCompile(`policy: access denied.* pid=[1-9][0-9]* `).MatchString(logs) {
+			t.Errorf("the audit log lacks the caller's pid:\n%s", grep(logs, "access denied"))
+		}
+		// Rate-limited per caller and rule: A's burst of denials on
+		// app-data (some twenty in one child, within milliseconds) is
+		// logged once, the rest counted as suppressed. Every denial is
+		// counted; those of entries filtered out of a listing (B's
+		// package in A's listing of Android/data) are not audited.
 		st := tg.fs()
-		var denials, logged uint64
+		var decisions, denials, logged, suppressed uint64
 		for _, r := range st.Policy.Rules {
 			if r.Rule == "rule[2] app-data" {
-				denials, logged = r.Denials, r.Logged
+				decisions, denials, logged, suppressed = r.Decisions, r.Denials, r.Logged, r.Suppressed
 			}
 		}
-		if denials == 0 || logged == 0 || logged > denials {
-			t.Errorf("app-data counters: %d denials, %d logged", denials, logged)
+		if audited := logged + suppressed; audited < 20 || decisions < denials || logged == 0 || suppressed == 0 ||
+			audited > denials || audited+st.Policy.Filtered < denials {
+			t.Errorf("app-data counters: %d decisions, %d denials, %d logged, %d suppressed (%d entries filtered); "+
+				"want 20+ audited denials, some logged and some suppressed, the others filtered",
+				decisions, denials, logged, suppressed, st.Policy.Filtered)
+		}
+		if n := strings.Count(grep(logs, "policy: access denied"), `rule="rule[2] app-data"`); uint64(n) != logged {
+			t.Errorf("%d audit lines on app-data, the counters say %d logged", n, logged)
 		}
 		if tg.kind == "serve" {
 			m := tg.metrics()
-			for _, w := range []string{`fusegate_policy_denials_total{mount="m",rule="rule[2] app-data"}`,
+			for _, w := range []string{`fusegate_policy_decisions_total{mount="m",rule="rule[2] app-data"}`,
+				`fusegate_policy_denials_total{mount="m",rule="rule[2] app-data"}`,
 				`fusegate_policy_audit_logged_total{mount="m",rule="rule[2] app-data"}`,
 				`fusegate_policy_audit_suppressed_total{mount="m",rule="rule[2] app-data"}`,
 				`fusegate_policy_filtered_entries_total{mount="m"}`} {
@@ -153,6 +169,16 @@ func TestPrivateIsolation(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// ruleDenials is the number of denials of the rule labelled rule.
+func ruleDenials(st fsStats, rule string) uint64 {
+	for _, r := range st.Policy.Rules {
+		if r.Rule == rule {
+			return r.Denials
+		}
+	}
+	return 0
+}
 
 // The kernel's caches never answer one app with another's result: A's
 // successful lookup (and open) of its own private file does not let B's
@@ -200,12 +226,29 @@ func TestCacheBypass(t *testing.T) {
 
 // A file that A creates in DCIM is readable by B and not writable,
 // removable or renamable by B (EACCES, the shared-storage rule); A keeps
-// full control of it. Apps create no files at the root.
+// full control of it. Apps create no files at the root, and of top-level
+// directories only the standard ones, which no app removes or renames.
 func TestSharedMedia(t *testing.T) {
 	forEach(t, func(t *testing.T, tg *target) {
 		f := tg.p("DCIM/from-a.txt")
+		// World-writable, so that only the policy keeps B from changing
+		// it (the kernel checks the mode first: default_permissions).
 		must(t, do(t, appA, "write", f, "made by A").err())
+		must(t, do(t, appA, "chmod", f, "0666").err())
+		must(t, do(t, appA, "setxattr", f, "user.by", "A").err())
 		rs := run(t, appB,
+			step{"getxattr", f, "user.by"},
+			step{"setxattr", f, "user.by", "B"},
+			step{"getxattr", tg.p("Android/data/uid10001/secret.txt"), "user.by"},
+		)
+		want(t, "B reads an xattr of A's file", rs[0], 0)
+		if string(rs[0].Data) != "A" {
+			t.Errorf("B reads the xattr as %q", rs[0].Data)
+		}
+		want(t, "B sets an xattr of A's file", rs[1], syscall.EACCES)
+		want(t, "B reads an xattr of A's private file", rs[2], syscall.ENOENT)
+		denied0 := ruleDenials(tg.fs(), "default")
+		rs = run(t, appB,
 			step{"read", f},
 			step{"append", f, "B was here"},
 			step{"write", f, "overwritten"},
@@ -229,8 +272,43 @@ func TestSharedMedia(t *testing.T) {
 			}
 			want(t, "B "+what+" A's file", rs[i+1], errno)
 		}
+		// The policy refused them, not the kernel: five denials more
+		// (the chmod never reached the daemon).
+		if n := ruleDenials(tg.fs(), "default") - denied0; n < 5 {
+			t.Errorf("B's attempts to change A's file: %d policy denials, want 5 or more", n)
+		}
 		want(t, "B creates in DCIM", rs[7], 0)
 		want(t, "B creates at the root", rs[8], syscall.EACCES)
+
+		// Top-level directories: only the standard ones may be made, and
+		// none removed or renamed, not even by the app that made one.
+		rs = run(t, appA,
+			step{"mkdir", tg.p("Movies")},
+			step{"mkdir", tg.p("Stuff")},
+			step{"rmdir", tg.p("Movies")},
+			step{"rename", tg.p("Movies"), tg.p("Films")},
+			step{"rename", tg.p("Movies"), tg.p("DCIM/Movies")},
+			step{"chmod", tg.p("Movies"), "0700"},
+			step{"rmdir", tg.p("DCIM")},
+			step{"mkdir", tg.p("Movies/trip")},
+			step{"rmdir", tg.p("Movies/trip")},
+		)
+		want(t, "A makes the standard Movies", rs[0], 0)
+		want(t, "A makes a non-standard top-level directory", rs[1], syscall.EACCES)
+		want(t, "A removes Movies", rs[2], syscall.EACCES)
+		want(t, "A renames Movies", rs[3], syscall.EACCES)
+		want(t, "A moves Movies into DCIM", rs[4], syscall.EACCES)
+		want(t, "A chmods Movies", rs[5], syscall.EACCES)
+		want(t, "A removes DCIM", rs[6], syscall.EACCES)
+		want(t, "A makes a directory in Movies", rs[7], 0)
+		want(t, "A removes its directory in Movies", rs[8], 0)
+		if st, err := os.Stat(tg.l("Movies")); err != nil || !st.IsDir() {
+			t.Errorf("Movies in the lower tree: %v", err)
+		}
+		if _, err := os.Stat(tg.l("Stuff")); err == nil {
+			t.Error("the non-standard top-level directory was made")
+		}
+		want(t, "root removes Movies", do(t, root, "rmdir", tg.p("Movies")), 0)
 		if b, _ := os.ReadFile(tg.l("DCIM/from-a.txt")); string(b) != "made by A" {
 			t.Errorf("A's file now reads %q", b)
 		}
@@ -288,6 +366,27 @@ func TestRedaction(t *testing.T) {
 			t.Errorf("B's open: redacted opens %d → %d, passthrough opens %d → %d; want one redacted, no passthrough",
 				s0.Policy.RedactedOpens, s1.Policy.RedactedOpens, s0.PTOpens, s1.PTOpens)
 		}
+		// The redacted open is FOPEN_DIRECT_IO: two reads of the photo
+		// through one open are two READ requests (through the page cache
+		// the second would be answered by the kernel; through
+		// passthrough neither would reach the daemon), and a shared
+		// mapping of it is refused (the kernel maps direct-I/O opens
+		// MAP_SHARED only with FUSE_DIRECT_IO_ALLOW_MMAP).
+		reads0 := tg.requests("READ")
+		r = do(t, appB, "readtwice", photo)
+		want(t, "B reads A's photo twice through one open", r, 0)
+		if !bytes.Equal(r.Data, redacted) {
+			t.Errorf("B's second read is not redacted:\n%s", diff(r.Data, redacted))
+		}
+		if reads := tg.waitRequests("READ", reads0+2) - reads0; reads < 2 {
+			t.Errorf("two reads of B's redacted open reached the daemon as %d READ requests, want 2 or more (direct I/O)", reads)
+		}
+		want(t, "B maps A's photo MAP_SHARED", do(t, appB, "mmapshared", photo), syscall.ENODEV)
+		s1 = tg.fs()
+		if s1.Policy.RedactedOpens != s0.Policy.RedactedOpens+3 || s1.PTOpens != s0.PTOpens {
+			t.Errorf("B's three opens: redacted opens %d → %d, passthrough opens %d → %d; want three redacted, no passthrough",
+				s0.Policy.RedactedOpens, s1.Policy.RedactedOpens, s0.PTOpens, s1.PTOpens)
+		}
 		r = do(t, appB, "mmapread", photo)
 		want(t, "B maps A's photo", r, 0)
 		if !bytes.Equal(r.Data, redacted) {
@@ -317,8 +416,8 @@ func TestRedaction(t *testing.T) {
 		if r := do(t, appB, "read", mine); r.Errno != 0 || !bytes.Equal(r.Data, tg.jpeg) {
 			t.Errorf("B reads its own photo: %v, original: %v", r.err(), bytes.Equal(r.Data, tg.jpeg))
 		}
-		if tg.kind == "serve" && !strings.Contains(tg.metrics(), `fusegate_policy_redacted_opens_total{mount="m"} 2`) {
-			t.Errorf("metrics: no 2 redacted opens:\n%s", grep(tg.metrics(), "redacted"))
+		if tg.kind == "serve" && !strings.Contains(tg.metrics(), `fusegate_policy_redacted_opens_total{mount="m"} 4`) {
+			t.Errorf("metrics: not 4 redacted opens (B reads, reads twice, maps shared, maps private):\n%s", grep(tg.metrics(), "redacted"))
 		}
 	})
 }
@@ -412,5 +511,133 @@ deny = "EACCES"
 		if wantInv != "" && !strings.Contains(tg.d.Logs(), wantInv) {
 			t.Errorf("the reload did not say it invalidated the kernel's cached names (%s):\n%s", wantInv, grep(tg.d.Logs(), "reload"))
 		}
+	}
+}
+
+// errnoPolicy configures every errno a denial can have: app-private
+// directories answering EACCES (not the built-in ENOENT), a hidden tree
+// (ENOENT), a read-only tree (EROFS, trusted callers included) and a tree
+// where apps create nothing (EPERM).
+const errnoPolicy = `version = 1
+name = "errnos"
+
+[default]
+allow.view = ["apps"]
+allow.make = ["apps"]
+allow.modify = ["owner"]
+
+[[rule]]
+name = "private"
+path = "Android/data/{pkg}/**"
+allow.any = ["{pkg}"]
+deny = "EACCES"
+
+[[rule]]
+name = "secret"
+path = "Secret/**"
+hidden = true
+
+[[rule]]
+name = "firmware"
+path = "Firmware/**"
+allow.view = ["apps"]
+read_only = true
+
+[[rule]]
+name = "locked"
+path = "Locked/**"
+allow.view = ["apps"]
+deny = "EPERM"
+`
+
+// The errors are the policy's: with app-private directories configured to
+// answer EACCES, A gets EACCES for everything it tries in B's (and still
+// does not see B's package listed); a hidden tree is ENOENT to apps and
+// open to root; a read-only tree refuses changes with EROFS even to root;
+// a tree denying with EPERM answers EPERM.
+func TestConfiguredErrnos(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			tg := newTarget(t, kind, errnoPolicy)
+			for _, d := range []string{"Secret", "Firmware", "Locked"} {
+				must(t, os.Mkdir(tg.l(d), 0o777))
+				must(t, os.Chmod(tg.l(d), 0o777))
+			}
+			must(t, os.WriteFile(tg.l("Secret/plans.txt"), []byte("plans"), 0o666))
+			must(t, os.WriteFile(tg.l("Firmware/fw.bin"), []byte("firmware"), 0o666))
+			must(t, os.Chmod(tg.l("Firmware/fw.bin"), 0o666)) // only the policy stops writes
+			aDir, bDir := tg.p("Android/data/uid10001"), tg.p("Android/data/uid10002")
+			must(t, do(t, appA, "write", aDir+"/mine.txt", "a").err())
+			rs := run(t, appA,
+				step{"stat", bDir},
+				step{"stat", bDir + "/secret.txt"},
+				step{"read", bDir + "/secret.txt"},
+				step{"readdir", bDir},
+				step{"write", bDir + "/planted", "x"},
+				step{"mkdir", bDir + "/dir"},
+				step{"rename", aDir + "/mine.txt", bDir + "/moved"},
+				step{"rename", bDir + "/secret.txt", aDir + "/stolen"},
+				step{"link", bDir + "/secret.txt", aDir + "/hard"},
+				step{"link", aDir + "/mine.txt", bDir + "/hard"},
+				step{"unlink", bDir + "/secret.txt"},
+			)
+			for i, r := range rs {
+				want(t, "A in B's private directory, step "+itoa(i), r, syscall.EACCES)
+			}
+			rs = run(t, appA,
+				step{"readdir", tg.p("Android/data")},
+				step{"stat", tg.p("Secret")},
+				step{"read", tg.p("Secret/plans.txt")},
+				step{"readdir", tg.p("")},
+				step{"read", tg.p("Firmware/fw.bin")},
+				step{"append", tg.p("Firmware/fw.bin"), "x"},
+				step{"write", tg.p("Firmware/new.bin"), "x"},
+				step{"write", tg.p("Locked/new.txt"), "x"},
+				step{"mkdir", tg.p("Locked/dir")},
+				step{"read", aDir + "/mine.txt"},
+			)
+			want(t, "A lists Android/data", rs[0], 0)
+			if rs[0].Out != "uid10001" {
+				t.Errorf("A lists Android/data as %q, want only its own package", rs[0].Out)
+			}
+			want(t, "A stats the hidden tree", rs[1], syscall.ENOENT)
+			want(t, "A reads in the hidden tree", rs[2], syscall.ENOENT)
+			want(t, "A lists the root", rs[3], 0)
+			if strings.Contains(rs[3].Out, "Secret") || !strings.Contains(rs[3].Out, "Firmware") {
+				t.Errorf("A lists the root as %q: want Firmware and not Secret", rs[3].Out)
+			}
+			want(t, "A reads firmware", rs[4], 0)
+			want(t, "A appends to firmware", rs[5], syscall.EROFS)
+			want(t, "A creates in the firmware tree", rs[6], syscall.EROFS)
+			want(t, "A creates in the locked tree", rs[7], syscall.EPERM)
+			want(t, "A makes a directory in the locked tree", rs[8], syscall.EPERM)
+			want(t, "A reads its own file", rs[9], 0)
+			rs = run(t, root,
+				step{"read", tg.p("Secret/plans.txt")},
+				step{"read", bDir + "/secret.txt"},
+				step{"append", tg.p("Firmware/fw.bin"), "x"},
+				step{"unlink", tg.p("Firmware/fw.bin")},
+				step{"write", tg.p("Locked/root.txt"), "x"},
+			)
+			want(t, "root reads in the hidden tree", rs[0], 0)
+			want(t, "root reads B's private file", rs[1], 0)
+			want(t, "root appends to firmware", rs[2], syscall.EROFS)
+			want(t, "root unlinks firmware", rs[3], syscall.EROFS)
+			want(t, "root creates in the locked tree", rs[4], 0)
+			if b, _ := os.ReadFile(tg.l("Firmware/fw.bin")); string(b) != "firmware" {
+				t.Errorf("the firmware now reads %q", b)
+			}
+			if b, _ := os.ReadFile(tg.l("Android/data/uid10002/secret.txt")); string(b) != "B's secret" {
+				t.Errorf("B's file now reads %q", b)
+			}
+			logs := tg.d.Logs()
+			for _, w := range []string{`errno=EACCES .*rule="rule\[0\] private" uid=10001`, `errno=ENOENT .*rule="rule\[1\] secret" uid=10001`,
+				`errno=EROFS .*rule="rule\[2\] firmware" uid=10001`, `errno=EROFS .*rule="rule\[2\] firmware" uid=0`,
+				`errno=EPERM .*rule="rule\[3\] locked" uid=10001`} {
+				if !regexp.MustCompile(w).MatchString(logs) {
+					t.Errorf("the audit log lacks %s:\n%s", w, grep(logs, "access denied"))
+				}
+			}
+		})
 	}
 }

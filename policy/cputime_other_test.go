@@ -1,0 +1,8 @@
+//go:build !linux
+
+package policy
+
+import "time"
+
+// processCPU is unknown outside Linux.
+func processCPU() time.Duration { return -1 }
