@@ -2,9 +2,11 @@
 # Runs inside the minimal qemu guest (bench/cuse/run puts it there). The
 # devices run at once — fusegate's Go loopback device (and, with a baseline,
 # the same device built from an earlier commit) and the libfuse C one,
-# single- (-s) and multi-threaded — and the same client measures them in
-# turn, benchmark by benchmark, FUSEGATE_BENCH_REPS times, so that a change
-# in the host's load hits all of them alike. Output lines:
+# single- (-s) and multi-threaded — and the same client measures them
+# interleaved: each benchmark's work is cut into FUSEGATE_BENCH_ROUNDS
+# slices, and every device runs one slice in turn, so that a change in the
+# host's load hits all of them alike; that FUSEGATE_BENCH_REPS times.
+# Output lines:
 #   result IMPL MODE PARAM VALUE UNIT
 # With FUSEGATE_BENCH_PROFILE=1 the Go device is bench/cuse/godev writing a
 # CPU profile, printed base64-encoded between "profile begin" and
@@ -12,6 +14,8 @@
 P=/payload
 reps=${FUSEGATE_BENCH_REPS:-5}
 scale=${FUSEGATE_BENCH_SCALE:-1}
+rounds=${FUSEGATE_BENCH_ROUNDS:-20}
+only=${FUSEGATE_BENCH_ONLY:-.}
 profile=${FUSEGATE_BENCH_PROFILE:-0}
 cap=1048576
 
@@ -51,14 +55,14 @@ pids="$pids $!"
 impls="$impls c-st c-mt"
 for impl in $impls; do wait_node bench-$impl; done
 
-echo "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU, reps $reps, scale $scale, devices $impls"
+echo "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU, reps $reps, rounds $rounds, scale $scale, devices $impls"
+devs=$(for impl in $impls; do printf '/dev/bench-%s,' "$impl"; done)
 for rep in $(seq "$reps"); do
 	while read -r args; do
-		for impl in $impls; do
-			# shellcheck disable=SC2086
-			out=$($P/cuse-bench-client /dev/bench-$impl $args) || { echo "bench: $impl $args: failed" >&2; exit 1; }
-			echo "result $impl $out"
-		done
+		echo "$args" | grep -qE -- "$only" || continue
+		# shellcheck disable=SC2086
+		out=$($P/cuse-bench-client -r "$rounds" "${devs%,}" $args) || { echo "bench: $args: failed" >&2; exit 1; }
+		echo "$out" | sed 's|^/dev/bench-|result |'
 	done <<-EOT
 		rw 4096 $((4 * scale))
 		rw 131072 $((32 * scale))
