@@ -209,13 +209,13 @@ func (a *adapter) Ioctl(ctx context.Context, r *fusedev.Request, in *abi.IoctlIn
 		}
 	}()
 	req.reset(in, data)
-	req.alloc = out.Buffer // the reply data is built in the server's buffer
+	req.alloc = out // the reply data is built in the server's buffer
 	res, err := h.Ioctl(ctx, op(r, f, uint32(f.flags)), req)
 	if req.missing && (err == nil || errors.Is(err, ErrIoctlRetry)) {
 		s.stats.ioctlRetries.Add(1)
 		out.Retry = true
-		out.InIovs = req.iovecs(req.inRegs)
-		out.OutIovs = req.iovecs(req.outRegs)
+		out.InIovs = req.iovecs(out, req.inRegs)
+		out.OutIovs = req.iovecs(out, req.outRegs)
 		return nil
 	}
 	if errors.Is(err, ErrIoctlRetry) {
