@@ -76,12 +76,14 @@ account() {
 echo "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU, reps $reps, rounds $rounds, scale $scale, devices $impls"
 n=$(echo $impls | wc -w)
 for rep in $(seq "$reps"); do
-	# Each rep starts with another device: the first one measured after
-	# the previous benchmark fares a few percent worse.
+	# Each rep starts and measures the devices in another order: the first
+	# one measured after the previous benchmark, and (for reasons unknown)
+	# the first one started, fare a few percent worse, whatever the code.
 	set -- $impls $impls
 	shift $(((rep - 1) % n))
-	devs=$(for i in $(seq $n); do printf '/dev/bench-%s,' "$1"; shift; done)
-	for impl in $impls; do start $impl $rep; done
+	order=$(for i in $(seq $n); do printf '%s ' "$1"; shift; done)
+	devs=$(for impl in $order; do printf '/dev/bench-%s,' "$impl"; done)
+	for impl in $order; do start $impl $rep; done
 	for impl in $impls; do wait_node bench-$impl; done
 	while read -r args; do
 		echo "$args" | grep -qE -- "$only" || continue
