@@ -49,6 +49,7 @@ func (a *adapter) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, 
 		return syscall.EIO
 	}
 	f.handle = h
+	f.slicer, _ = h.(SliceReader)
 	s.mu.Lock()
 	s.files[f.id] = f
 	s.mu.Unlock()
@@ -69,17 +70,28 @@ func (a *adapter) Read(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, 
 	}
 	o := op(r, f, in.Flags)
 	o.Offset = int64(in.Offset)
-	n, err := f.handle.Read(ctx, o, dest)
+	var data []byte
+	if f.slicer != nil {
+		data, err = f.slicer.ReadSlice(ctx, o, dest)
+	} else {
+		var n int
+		n, err = f.handle.Read(ctx, o, dest)
+		if err == nil && (n < 0 || n > len(dest)) {
+			s.log.WithField("n", n).Error("cuse: Read returned a count outside its buffer")
+			return nil, syscall.EIO
+		}
+		data = dest[:max(n, 0)]
+	}
 	if err != nil {
 		return nil, s.countErr(ctx, err)
 	}
-	if n < 0 || n > len(dest) {
-		s.log.WithField("n", n).Error("cuse: Read returned a count outside its buffer")
+	if len(data) > len(dest) {
+		s.log.WithField("n", len(data)).Error("cuse: ReadSlice returned more than asked")
 		return nil, syscall.EIO
 	}
 	s.stats.reads.Add(1)
-	s.stats.bytesRead.Add(uint64(n))
-	return dest[:n], nil
+	s.stats.bytesRead.Add(uint64(len(data)))
+	return data, nil
 }
 
 func (a *adapter) Write(ctx context.Context, r *fusedev.Request, in *abi.WriteIn, data []byte) (uint32, error) {
@@ -197,13 +209,13 @@ func (a *adapter) Ioctl(ctx context.Context, r *fusedev.Request, in *abi.IoctlIn
 		}
 	}()
 	req.reset(in, data)
-	req.alloc = out.Buffer // the reply data is built in the server's buffer
+	req.alloc = out // the reply data is built in the server's buffer
 	res, err := h.Ioctl(ctx, op(r, f, uint32(f.flags)), req)
 	if req.missing && (err == nil || errors.Is(err, ErrIoctlRetry)) {
 		s.stats.ioctlRetries.Add(1)
 		out.Retry = true
-		out.InIovs = req.iovecs(req.inRegs)
-		out.OutIovs = req.iovecs(req.outRegs)
+		out.InIovs = req.iovecs(out, req.inRegs)
+		out.OutIovs = req.iovecs(out, req.outRegs)
 		return nil
 	}
 	if errors.Is(err, ErrIoctlRetry) {

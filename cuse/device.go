@@ -36,6 +36,17 @@ type Handle interface {
 	Release(ctx context.Context) error
 }
 
+// SliceReader is implemented by a Handle that can answer a read from its
+// own memory: the reply is then written straight from it, without a copy.
+type SliceReader interface {
+	// ReadSlice is Read, except that it returns the bytes read: either
+	// dest[:n], filled like Read fills it, or at most len(dest) bytes of
+	// the handle's own memory, which must stay unchanged until the reply
+	// has been written (op.AfterReply says when; no copy is possible
+	// when it reports false).
+	ReadSlice(ctx context.Context, op Op, dest []byte) ([]byte, error)
+}
+
 // Ioctler is implemented by a Handle that answers ioctl(2). It returns the
 // ioctl's result (≥ 0) or an error; syscall.ENOTTY says "no such ioctl".
 // See IoctlRequest for reading and writing the caller's memory.
@@ -108,11 +119,14 @@ type Op struct {
 
 // AfterReply runs f once the reply has been written (see
 // fusedev.Request.AfterReply); f never runs if the request is left to a
-// successor.
-func (o Op) AfterReply(f func()) {
-	if o.req != nil {
-		o.req.AfterReply(f)
+// successor. It reports false, and f never runs, when op is not a
+// request's (a Handle called directly).
+func (o Op) AfterReply(f func()) bool {
+	if o.req == nil {
+		return false
 	}
+	o.req.AfterReply(f)
+	return true
 }
 
 // Nonblock reports whether the caller asked not to block (O_NONBLOCK): a
@@ -127,6 +141,7 @@ type File struct {
 	caller fusedev.Caller
 	srv    *Server
 	handle Handle
+	slicer SliceReader // handle, if it is one
 
 	kh    atomic.Uint64 // the kernel's poll handle, once a POLL brought one
 	hasKh atomic.Bool

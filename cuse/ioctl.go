@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
 )
 
@@ -121,7 +122,7 @@ type IoctlRequest struct {
 	missing         bool
 	err             error
 
-	alloc func(n int) []byte // memory for out (the server's reply buffer), or nil
+	alloc *fusedev.IoctlOut // memory for out (the server's reply buffer), or nil
 }
 
 // Is32Bit reports whether the caller is a 32-bit process, whose pointers
@@ -204,7 +205,7 @@ func (r *IoctlRequest) Out(reg Region) ([]byte, error) {
 		if cap(r.out) < r.outPos+reg.Len {
 			var grown []byte
 			if r.alloc != nil {
-				grown = r.alloc(r.outSize)[:r.outPos]
+				grown = r.alloc.Buffer(r.outSize)[:r.outPos]
 			} else {
 				grown = make([]byte, r.outPos, max(r.outSize, 64))
 			}
@@ -258,9 +259,9 @@ func (r *IoctlRequest) reset(in *abi.IoctlIn, data []byte) {
 	}
 }
 
-// retry reports whether the round needs another, and the iovecs to ask for.
-func (r *IoctlRequest) iovecs(regs []Region) []abi.IoctlIovec {
-	v := make([]abi.IoctlIovec, len(regs))
+// iovecs returns the retry iovecs asking for regs, in out's memory.
+func (r *IoctlRequest) iovecs(out *fusedev.IoctlOut, regs []Region) []abi.IoctlIovec {
+	v := out.Iovecs(len(regs))
 	for i, reg := range regs {
 		v[i] = abi.IoctlIovec{Base: reg.Addr, Len: uint64(reg.Len)}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
 	"github.com/fusegate/fusegate/fusedev/fusetest"
 )
@@ -527,8 +528,13 @@ func TestIoctlRequestRegions(t *testing.T) {
 	if _, err := r.In(Region{Addr: 0x50, Len: 1}); !errors.Is(err, ErrIoctlRetry) {
 		t.Fatalf("In after a missing region: %v", err)
 	}
-	if got := r.iovecs(r.inRegs); len(got) != 3 || got[2].Base != 0x50 {
+	out := new(fusedev.IoctlOut)
+	if got := r.iovecs(out, r.inRegs); len(got) != 3 || got[2].Base != 0x50 {
 		t.Fatalf("in iovecs %+v", got)
+	}
+	// Beyond the request's own room for iovecs, they are allocated.
+	if got := r.iovecs(out, r.inRegs[:2]); len(got) != 2 || got[0].Base != 0x10 || got[1].Base != 0x40 {
+		t.Fatalf("in iovecs again %+v", got)
 	}
 	r.reset(&abi.IoctlIn{OutSize: 8, Flags: abi.IoctlUnrestricted}, nil)
 	o, _ = r.Out(Region{Addr: 1, Len: 8})

@@ -214,6 +214,7 @@ func (s *Server) Resume(ctx context.Context, conn *fusedev.Conn, r *memstate.Reg
 			return
 		}
 		f.handle = h
+		f.slicer, _ = h.(SliceReader)
 		s.files[f.id] = f
 		s.stats.openNow.Add(1)
 	})

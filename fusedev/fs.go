@@ -131,7 +131,22 @@ type IoctlOut struct {
 	InIovs  []abi.IoctlIovec
 	OutIovs []abi.IoctlIovec
 
-	buf func(n int) []byte // the request's reply buffer (Buffer)
+	buf  func(n int) []byte // the request's reply buffer (Buffer)
+	iovs [4]abi.IoctlIovec  // room for the first few Iovecs
+	nIov int                // of iovs used
+}
+
+// Iovecs returns n iovecs (zeroed) to fill for InIovs or OutIovs: memory
+// kept with the request for the first few, so that a retry allocates
+// nothing. It is valid until the reply has been written.
+func (o *IoctlOut) Iovecs(n int) []abi.IoctlIovec {
+	if o.nIov+n > len(o.iovs) {
+		return make([]abi.IoctlIovec, n)
+	}
+	v := o.iovs[o.nIov : o.nIov+n : o.nIov+n]
+	o.nIov += n
+	clear(v)
+	return v
 }
 
 // Buffer returns n bytes (not zeroed) for Data: the server's own reply

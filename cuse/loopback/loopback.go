@@ -79,6 +79,8 @@ type Device struct {
 	files map[*cuse.File]*handle // guarded by mu
 
 	ps *persist // the ring lives in Options.State (state_linux.go); nil: in memory
+
+	unlockRead func() // ends a ReadSlice: unlocks mu, wakes pollers
 }
 
 var (
@@ -93,6 +95,10 @@ func New(opts Options) *Device {
 		opts.Capacity = DefaultCapacity
 	}
 	d := &Device{files: make(map[*cuse.File]*handle)}
+	d.unlockRead = func() {
+		d.mu.Unlock()
+		d.wakePollers()
+	}
 	if len(opts.State) >= StateSize(opts.Capacity) {
 		d.ps = newPersist(opts.State, opts.Capacity)
 		d.buf = d.ps.ring
@@ -186,43 +192,66 @@ type handle struct {
 }
 
 var (
-	_ cuse.Handle  = (*handle)(nil)
-	_ cuse.Poller  = (*handle)(nil)
-	_ cuse.Ioctler = (*handle)(nil)
+	_ cuse.Handle      = (*handle)(nil)
+	_ cuse.SliceReader = (*handle)(nil)
+	_ cuse.Poller      = (*handle)(nil)
+	_ cuse.Ioctler     = (*handle)(nil)
 )
 
 func (h *handle) Read(ctx context.Context, op cuse.Op, dest []byte) (int, error) {
+	b, err := h.read(ctx, op, dest, false)
+	return len(b), err
+}
+
+// ReadSlice implements cuse.SliceReader: the reply goes out straight from
+// the ring, and d.mu stays held until it has been written, so that no
+// writer reuses those bytes meanwhile (libfuse's loopback does the same).
+// Bytes that wrap around the ring's end, and a ring in a state memfd
+// (whose reads are recorded for a restart), are copied into dest instead.
+func (h *handle) ReadSlice(ctx context.Context, op cuse.Op, dest []byte) ([]byte, error) {
+	return h.read(ctx, op, dest, true)
+}
+
+func (h *handle) read(ctx context.Context, op cuse.Op, dest []byte, direct bool) ([]byte, error) {
 	d := h.d
 	d.mu.Lock()
 	if n, ok := d.ps.replayRead(d, op, dest); ok {
 		d.mu.Unlock()
-		return n, nil
+		return dest[:n], nil
 	}
 	for d.n == 0 {
 		switch {
 		case op.Nonblock():
 			d.mu.Unlock()
-			return 0, syscall.EAGAIN
+			return nil, syscall.EAGAIN
 		case op.Offset > 0 || len(dest) == 0:
 			d.mu.Unlock()
-			return 0, nil // the read(2) already has data: end it here
+			return dest[:0], nil // the read(2) already has data: end it here
 		}
 		ch := d.waitLocked()
 		d.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		}
 		d.mu.Lock()
 	}
 	from := d.head
+	if n := min(len(dest), d.n); direct && d.ps == nil && from+n <= len(d.buf) && op.AfterReply(d.unlockRead) {
+		d.head, d.n = from+n, d.n-n
+		if d.n == 0 {
+			d.head = 0
+		}
+		d.changedLocked()
+		return d.buf[from : from+n], nil // d.unlockRead runs after the reply
+	}
 	n := d.readLocked(dest, true)
 	d.ps.read(d, op, from, n)
 	d.changedLocked()
 	d.mu.Unlock()
 	d.wakePollers()
-	return n, nil
+	return dest[:n], nil
 }
 
 func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error) {
