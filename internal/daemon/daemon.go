@@ -110,6 +110,7 @@ type Daemon struct {
 
 	stored        stored      // guarded by opMu; the fd store's descriptors not yet taken over
 	handoverAsked atomic.Bool // RequestHandover
+	sd            sdQuery     // systemd, asked at a stop whether it is a restart
 }
 
 // New returns a Daemon; Run starts it.
@@ -278,6 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.setState(StateRunning)
 	d.notify.Ready(d.summary())
+	d.prepareStop()
 	d.printWhere()
 	d.opMu.Unlock()
 

@@ -292,10 +292,10 @@ func (d *Daemon) stopMode() (handover bool, why string) {
 	if d.opts.RestartPending != nil {
 		return d.opts.RestartPending()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	t0 := time.Now()
-	restart, job, err := systemdRestartPending(ctx)
+	restart, job, err := systemdRestartPending(ctx, &d.sd)
 	took := time.Since(t0).Round(time.Microsecond)
 	switch {
 	case err != nil:
@@ -307,6 +307,21 @@ func (d *Daemon) stopMode() (handover bool, why string) {
 		return false, fmt.Sprintf("no systemd job (asked in %v)", took)
 	}
 	return false, fmt.Sprintf("systemd job %q (asked in %v)", job, took)
+}
+
+// prepareStop connects to systemd ahead of a stop (see sdQuery); errors
+// are retried at the stop.
+func (d *Daemon) prepareStop() {
+	if !d.keepState() || d.opts.RestartPending != nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.sd.connect(ctx); err != nil {
+			d.log.WithError(err).Debug("cannot reach systemd yet; asked again at the stop")
+		}
+	}()
 }
 
 // RequestHandover makes the next stop a hand-over: mounts and devices are

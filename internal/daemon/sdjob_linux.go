@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -20,16 +22,83 @@ import (
 // automatic restart after a failure) and empties it when the unit stops for
 // good, so a restart may leave the mounts and devices to the successor and
 // a stop must remove them.
-func systemdRestartPending(ctx context.Context) (restart bool, job string, err error) {
-	conn, err := systemdBus(ctx)
-	if err != nil {
+func systemdRestartPending(ctx context.Context, q *sdQuery) (restart bool, job string, err error) {
+	if err := q.connect(ctx); err != nil {
 		return false, "", err
 	}
-	defer conn.Close()
+	restart, job, err = q.job(ctx)
+	if err != nil {
+		// The connection may have gone stale (systemd re-executed): once more.
+		q.close()
+		if err2 := q.connect(ctx); err2 != nil {
+			return false, "", errors.Join(err, err2)
+		}
+		restart, job, err = q.job(ctx)
+	}
+	return restart, job, err
+}
+
+// sdQuery is a connection to systemd kept from start-up, with this
+// process's unit already looked up, so that the question at SIGTERM is one
+// property read.
+type sdQuery struct {
+	mu   sync.Mutex
+	conn *dbus.Conn         // guarded by mu
+	end  context.CancelFunc // guarded by mu; ends conn's context
+	unit dbus.ObjectPath    // guarded by mu
+}
+
+// connect dials systemd and looks up this process's unit, unless that was
+// done already. ctx bounds the dial and the lookup only: the connection
+// outlives it (godbus closes a connection when the context it was dialled
+// with ends).
+func (q *sdQuery) connect(ctx context.Context) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.conn != nil {
+		return nil
+	}
+	life, end := context.WithCancel(context.Background())
+	abort := context.AfterFunc(ctx, end) // a dial or authentication that hangs
+	conn, err := systemdBus(life)
+	if !abort() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		end()
+		return err
+	}
+	var unit dbus.ObjectPath
 	sd := conn.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
-	var unitPath dbus.ObjectPath
-	if err := sd.CallWithContext(ctx, "org.freedesktop.systemd1.Manager.GetUnitByPID", 0, uint32(os.Getpid())).Store(&unitPath); err != nil {
-		return false, "", fmt.Errorf("GetUnitByPID: %w", err)
+	if err := sd.CallWithContext(ctx, "org.freedesktop.systemd1.Manager.GetUnitByPID", 0, uint32(os.Getpid())).Store(&unit); err != nil {
+		conn.Close()
+		end()
+		return fmt.Errorf("GetUnitByPID: %w", err)
+	}
+	q.conn, q.end, q.unit = conn, end, unit
+	return nil
+}
+
+func (q *sdQuery) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.conn != nil {
+		q.conn.Close()
+		q.end()
+		q.conn, q.end = nil, nil
+	}
+}
+
+// job returns whether the unit's queued job is a restart, and its type.
+func (q *sdQuery) job(ctx context.Context) (bool, string, error) {
+	q.mu.Lock()
+	conn, unitPath := q.conn, q.unit
+	q.mu.Unlock()
+	if conn == nil {
+		return false, "", errors.New("not connected to systemd")
 	}
 	var v dbus.Variant
 	unit := conn.Object("org.freedesktop.systemd1", unitPath)
