@@ -185,9 +185,19 @@ func (a *adapter) Ioctl(ctx context.Context, r *fusedev.Request, in *abi.IoctlIn
 	if !ok {
 		return syscall.ENOTTY
 	}
-	req := s.ioctlPool.Get().(*IoctlRequest)
-	defer s.ioctlPool.Put(req)
+	// The file keeps a spare request between ioctls (two atomic swaps,
+	// cheaper than the pool); concurrent ioctls on one file use the pool.
+	req := f.ioctlReq.Swap(nil)
+	if req == nil {
+		req = s.ioctlPool.Get().(*IoctlRequest)
+	}
+	defer func() {
+		if !f.ioctlReq.CompareAndSwap(nil, req) {
+			s.ioctlPool.Put(req)
+		}
+	}()
 	req.reset(in, data)
+	req.alloc = out.Buffer // the reply data is built in the server's buffer
 	res, err := h.Ioctl(ctx, op(r, f, uint32(f.flags)), req)
 	if req.missing && (err == nil || errors.Is(err, ErrIoctlRetry)) {
 		s.stats.ioctlRetries.Add(1)

@@ -132,6 +132,8 @@ type File struct {
 	hasKh atomic.Bool
 	armed atomic.Bool // a poller waits for a wake-up
 	slot  uint32      // restart state record + 1 (state_linux.go)
+
+	ioctlReq atomic.Pointer[IoctlRequest] // a spare for the next ioctl on the file
 }
 
 // ID is the file handle the kernel uses for this file; unique among the

@@ -120,6 +120,8 @@ type IoctlRequest struct {
 	inBytes         int
 	missing         bool
 	err             error
+
+	alloc func(n int) []byte // memory for out (the server's reply buffer), or nil
 }
 
 // Is32Bit reports whether the caller is a 32-bit process, whose pointers
@@ -200,7 +202,12 @@ func (r *IoctlRequest) Out(reg Region) ([]byte, error) {
 	}
 	if !r.missing && r.outPos+reg.Len <= r.outSize {
 		if cap(r.out) < r.outPos+reg.Len {
-			grown := make([]byte, r.outPos, max(r.outSize, 64))
+			var grown []byte
+			if r.alloc != nil {
+				grown = r.alloc(r.outSize)[:r.outPos]
+			} else {
+				grown = make([]byte, r.outPos, max(r.outSize, 64))
+			}
 			copy(grown, r.out)
 			r.out = grown
 		}

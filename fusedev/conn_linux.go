@@ -23,35 +23,53 @@ var ErrClosed = errors.New("fuse connection closed")
 
 // Conn is one descriptor that carries FUSE messages.
 //
-// On a character device (/dev/fuse, /dev/cuse, a clone) reads block in
-// read(2) on the reading goroutine's thread: the kernel wakes exactly one
-// blocked reader per request, and the Go scheduler is not involved, which
-// makes a round trip several times cheaper than waiting in the netpoller.
-// To wake blocked readers (SetReadDeadline, Close) the Conn puts the file in
-// O_NONBLOCK mode and sends SIGURG to their threads: the kernel restarts the
-// interrupted read (Go's handlers use SA_RESTART), the restarted read sees
-// O_NONBLOCK and returns EAGAIN. SIGURG is the signal the Go runtime itself
-// uses for preemption and tolerates spuriously; a program that subscribes
-// to SIGURG with os/signal will see these.
+// On a character device (/dev/fuse, /dev/cuse, a clone) a reader first
+// spins: it polls with non-blocking reads, yielding the CPU between them
+// (see spinYields). When nothing comes it waits, in one of two ways chosen
+// when the Conn is made:
+//
+//   - With GOMAXPROCS > 1 it blocks in read(2) on its thread: the kernel
+//     wakes exactly one blocked reader per request, and the Go scheduler is
+//     not involved, which makes a round trip several times cheaper than
+//     waiting in the netpoller. To wake blocked readers (SetReadDeadline,
+//     Close) the Conn puts the file in O_NONBLOCK mode and sends SIGURG to
+//     their threads: the kernel restarts the interrupted read (Go's
+//     handlers use SA_RESTART), the restarted read sees O_NONBLOCK and
+//     returns EAGAIN. SIGURG is the signal the Go runtime itself uses for
+//     preemption and tolerates spuriously; a program that subscribes to
+//     SIGURG with os/signal will see these.
+//   - With GOMAXPROCS 1 it waits in Go's netpoller (the file stays
+//     non-blocking). A thread blocked in a system call makes the runtime's
+//     sysmon take its P away within 20 µs when there is no other P, and
+//     sysmon then ticks every 20 µs for a millisecond or more: on a one-CPU
+//     machine every tick is a context switch (docs/benchmarks/cuse.md).
 //
 // On anything else (a SOCK_SEQPACKET socketpair in tests) reads wait in
-// Go's netpoller. Writes go straight to the descriptor either way (the
-// kernel keeps each write whole).
+// Go's netpoller without spinning. Writes go straight to the descriptor
+// either way (the kernel keeps each write whole).
 type Conn struct {
 	f      *os.File
 	rc     syscall.RawConn
 	fd     int
 	closed atomic.Bool // Close was called
+	// raw counts the raw system calls in progress on fd (hold): the spin's
+	// reads and the writes, which take no reference on f's descriptor.
+	// Close waits for them, so none can reach a file that reused fd.
+	raw atomic.Int32
 
-	blocking bool // a character device: reads block in read(2)
-	// deadline is the read deadline in Unix nanoseconds, 0 for none
-	// (blocking mode only; the netpoller keeps its own).
+	spin     bool // a character device: readers spin before they wait
+	blocking bool // readers wait in read(2), not in the netpoller
+	// deadline is the read deadline in Unix nanoseconds, 0 for none, for
+	// spinning and blocking readers (the netpoller keeps its own).
 	deadline atomic.Int64
 
-	mu      sync.Mutex
-	timer   *time.Timer // guarded by mu; expires the deadline
-	expired bool        // guarded by mu; the file is O_NONBLOCK to free readers
-	waiters map[int]int // guarded by mu; thread id -> readers blocked in read(2) on it
+	mu       sync.Mutex
+	timer    *time.Timer   // guarded by mu; expires the deadline
+	expired  bool          // guarded by mu; readers are to leave (deadline passed, Close)
+	nonblock bool          // guarded by mu; the file is in O_NONBLOCK mode
+	spinning bool          // guarded by mu; a reader polls with non-blocking reads
+	spinDone chan struct{} // guarded by mu; closed when that reader stops polling
+	waiters  map[int]int   // guarded by mu; thread id -> readers blocked in read(2) on it
 }
 
 // NewConn takes ownership of f, an open /dev/fuse, /dev/cuse or
@@ -78,15 +96,33 @@ func NewConn(f *os.File) (*Conn, error) {
 }
 
 // NewConnFD takes ownership of the raw descriptor fd. A character device
-// is put in blocking mode (see Conn); anything else in non-blocking mode,
-// registered with Go's poller.
+// is put in blocking mode when GOMAXPROCS > 1 (see Conn); anything else
+// in non-blocking mode, registered with Go's poller.
 func NewConnFD(fd int, name string) (*Conn, error) {
+	return newConnFD(fd, name, waitAuto)
+}
+
+// How readers of a character device wait (tests choose; see Conn).
+const (
+	waitAuto = iota
+	waitBlocking
+	waitPoller
+)
+
+func newConnFD(fd int, name string, wait int) (*Conn, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("stat %s: %w", name, err)
 	}
-	blocking := st.Mode&unix.S_IFMT == unix.S_IFCHR
+	chr := st.Mode&unix.S_IFMT == unix.S_IFCHR
+	if wait == waitAuto {
+		wait = waitBlocking
+		if runtime.GOMAXPROCS(0) == 1 {
+			wait = waitPoller
+		}
+	}
+	blocking := chr && wait == waitBlocking
 	if err := unix.SetNonblock(fd, !blocking); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set %s non-blocking: %w", name, err)
@@ -97,13 +133,14 @@ func NewConnFD(fd int, name string) (*Conn, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Conn{f: f, rc: rc, fd: fd, blocking: blocking}, nil
+	return &Conn{f: f, rc: rc, fd: fd, spin: chr, blocking: blocking}, nil
 }
 
 // Fd returns the descriptor. It stays owned by the Conn.
 func (c *Conn) Fd() int { return c.fd }
 
 // File returns the Conn's file, e.g. to hand it to systemd's fd store.
+// Close the Conn, not the file.
 func (c *Conn) File() *os.File { return c.f }
 
 // Close closes the descriptor, waking readers blocked on it (they get
@@ -119,7 +156,23 @@ func (c *Conn) Close() error {
 		c.setExpired(true)
 		c.mu.Unlock()
 	}
+	for c.raw.Load() != 0 {
+		// A spin (tens of µs at most) or a write is under way.
+		time.Sleep(10 * time.Microsecond)
+	}
 	return c.f.Close()
+}
+
+// hold registers a raw system call on c.fd; false when the Conn is closed.
+// Cheaper than RawConn.Control, which costs several calls, on every
+// request. Pair with c.raw.Add(-1).
+func (c *Conn) hold() bool {
+	c.raw.Add(1)
+	if c.closed.Load() { // Close sets closed, then waits for raw to drain
+		c.raw.Add(-1)
+		return false
+	}
+	return true
 }
 
 // pollErr maps the error of a RawConn operation: on a closed Conn the
@@ -136,6 +189,11 @@ func (c *Conn) pollErr(err error) error {
 // at t; the zero time clears it.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	if !c.blocking {
+		if t.IsZero() {
+			c.deadline.Store(0)
+		} else {
+			c.deadline.Store(t.UnixNano())
+		}
 		return c.f.SetReadDeadline(t)
 	}
 	c.mu.Lock()
@@ -170,16 +228,15 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// setExpired switches the file between blocking reads and O_NONBLOCK, and
-// on expiry wakes every reader blocked in read(2). c.mu is held.
+// setExpired records whether readers are to leave; on expiry it puts the
+// file in O_NONBLOCK mode and wakes every reader blocked in read(2). The
+// mode goes back to blocking when a reader next blocks. c.mu is held.
 func (c *Conn) setExpired(on bool) {
-	if on != c.expired {
-		c.rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), on) })
-		c.expired = on
-	}
+	c.expired = on
 	if !on {
 		return
 	}
+	c.setNonblock(true)
 	// O_NONBLOCK is set before the signal: a read that starts later returns
 	// EAGAIN at once, one asleep is restarted by the signal and then does.
 	pid := unix.Getpid()
@@ -188,7 +245,16 @@ func (c *Conn) setExpired(on bool) {
 	}
 }
 
-// deadlinePassed reports whether the read deadline (blocking mode) is over.
+// setNonblock switches the file's O_NONBLOCK flag. c.mu is held.
+func (c *Conn) setNonblock(on bool) {
+	if on != c.nonblock {
+		c.rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), on) })
+		c.nonblock = on
+	}
+}
+
+// deadlinePassed reports whether the read deadline is over (spinning and
+// blocking readers).
 func (c *Conn) deadlinePassed() bool {
 	d := c.deadline.Load()
 	return d != 0 && time.Now().UnixNano() >= d
@@ -198,42 +264,76 @@ func (c *Conn) deadlinePassed() bool {
 // (EINTR; ENOENT, a request aborted while being read) and maps the end of
 // the connection to ErrClosed.
 func (c *Conn) Read(buf []byte) (int, error) {
-	var n int
-	var rerr error
+	rd := new(connReader)
+	rd.init(c)
+	return rd.read(buf)
+}
+
+// connReader is the state of one goroutine's reads of a Conn, made once and
+// reused, so that reading allocates nothing (the closures handed to
+// RawConn are made in init). One goroutine uses it at a time.
+type connReader struct {
+	c    *Conn
+	buf  []byte
+	n    int
+	rerr error
+	ok   bool // spin read something
+
+	rawFn   func(fd uintptr)      // one non-blocking read
+	pollFn  func(fd uintptr) bool // netpoller: one read, false on EAGAIN
+	blockFn func(fd uintptr)      // one blocking read(2) through the scheduler
+}
+
+func (rd *connReader) init(c *Conn) {
+	rd.c = c
+	rd.rawFn = func(fd uintptr) { rd.n, rd.rerr = readRetry(rawRead, int(fd), rd.buf) }
+	rd.pollFn = func(fd uintptr) bool {
+		rd.rawFn(fd)
+		return rd.rerr != unix.EAGAIN
+	}
 	// A blocking read(2) must go through the scheduler (unix.Read): made
 	// with RawSyscall it would hold its P while the server idles, and with
 	// one CPU nothing else (timers, signals, a GC's stop-the-world) could
-	// run until the next request. A non-blocking read returns at once, so
-	// RawSyscall saves the scheduler's bookkeeping there.
-	readOnce := rawRead
-	if c.blocking {
-		readOnce = unix.Read
-	}
-	read := func(fd uintptr) {
-		for {
-			n, rerr = readOnce(int(fd), buf)
-			if rerr != unix.EINTR && rerr != unix.ENOENT {
-				return
-			}
-		}
-	}
+	// run until the next request.
+	rd.blockFn = func(fd uintptr) { rd.n, rd.rerr = readRetry(unix.Read, int(fd), rd.buf) }
+}
+
+// read reads one message into buf (see Conn.Read).
+func (rd *connReader) read(buf []byte) (int, error) {
+	c := rd.c
+	rd.buf, rd.n, rd.rerr = buf, 0, nil
+	defer func() { rd.buf = nil }()
 	var err error
 	if c.blocking {
-		err = c.readBlocking(read, &rerr)
+		err = rd.readBlocking()
 	} else {
-		err = c.rc.Read(func(fd uintptr) bool {
-			read(fd)
-			return rerr != unix.EAGAIN
-		})
+		if c.spin {
+			// The file is always non-blocking here: spin without c.mu.
+			switch {
+			case c.closed.Load():
+				return 0, ErrClosed
+			case c.deadlinePassed():
+				return 0, os.ErrDeadlineExceeded
+			}
+			rd.ok = false
+			if !c.hold() {
+				return 0, ErrClosed
+			}
+			rd.spinLoop(uintptr(c.fd))
+			c.raw.Add(-1)
+		}
+		if err == nil && !rd.ok {
+			err = c.rc.Read(rd.pollFn)
+		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !c.closed.Load() {
 			// /dev/fuse polls as EPOLLERR once the connection is gone, and
 			// the runtime then fails the next wait with "not pollable"
 			// without reading. Ask the descriptor itself (it says ENODEV).
-			rerr = unix.EAGAIN
-			if cerr := c.rc.Control(read); cerr != nil {
+			rd.rerr = unix.EAGAIN
+			if cerr := c.rc.Control(rd.rawFn); cerr != nil {
 				return 0, c.pollErr(cerr)
 			}
-			if rerr != unix.EAGAIN {
+			if rd.rerr != unix.EAGAIN {
 				err = nil
 			}
 		}
@@ -241,23 +341,65 @@ func (c *Conn) Read(buf []byte) (int, error) {
 	if err != nil {
 		return 0, c.pollErr(err)
 	}
-	switch {
+	switch rerr := rd.rerr; {
 	case rerr == unix.ENODEV || rerr == unix.ECONNABORTED:
 		return 0, ErrClosed
 	case rerr == unix.ECONNRESET:
 		return 0, ErrClosed // a socketpair peer closed with messages unread
 	case rerr != nil:
 		return 0, os.NewSyscallError("read", rerr)
-	case n == 0 && c.hungUp():
+	case rd.n == 0 && c.hungUp():
 		return 0, ErrClosed // a socketpair peer hung up
 	}
-	return n, nil // n == 0: an empty message, which the caller drops
+	return rd.n, nil // n == 0: an empty message, which the caller drops
 }
 
-// readBlocking runs read, a blocking read(2), on this goroutine's thread
-// until it returns something other than EAGAIN (which means the reader was
-// woken by setExpired), the deadline passes or the Conn is closed.
-func (c *Conn) readBlocking(read func(uintptr), rerr *error) error {
+// readRetry reads once, retrying EINTR and ENOENT (a request aborted while
+// being read).
+func readRetry(read func(int, []byte) (int, error), fd int, buf []byte) (int, error) {
+	for {
+		n, err := read(fd, buf)
+		if err != unix.EINTR && err != unix.ENOENT {
+			return n, err
+		}
+	}
+}
+
+// Spinning: before a reader blocks in read(2) it polls the file for a while
+// with non-blocking reads, yielding the CPU between them (sched_yield). On
+// a machine where the peer shares the reader's CPU, the yield runs the
+// process the last reply woke, which usually sends its next request before
+// it runs out of work; the reader then finds it without having slept, and
+// without the Go scheduler's bookkeeping of a blocking system call, which
+// wakes the runtime's sysmon thread whenever the process was idle (two
+// context switches and a futex per request on a one-CPU machine,
+// docs/benchmarks/cuse.md). The poll is bounded by count and time, after
+// which the reader blocks as before.
+//
+// Only non-blocking reads and sched_yield are made with RawSyscall here: a
+// blocking Conn's file is O_NONBLOCK for as long as c.spinning is set (see
+// readBlocking), any other Conn's always.
+const (
+	spinYields = 8                     // sched_yield calls at most
+	spinTime   = 50 * time.Microsecond // and about this long
+)
+
+// readBlocking reads one message on a character device: first by spinning,
+// then with a blocking read(2) on this goroutine's thread, until it returns
+// something other than EAGAIN (a reader woken by setExpired sees EAGAIN),
+// the deadline passes or the Conn is closed. It leaves the read's result in
+// rd, or returns why it stopped without one.
+func (rd *connReader) readBlocking() error {
+	c := rd.c
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.deadlinePassed() {
+		return os.ErrDeadlineExceeded
+	}
+	if ok, err := rd.spin(); ok || err != nil {
+		return err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	tid := unix.Gettid()
@@ -269,12 +411,31 @@ func (c *Conn) readBlocking(read func(uintptr), rerr *error) error {
 			return os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
+		for c.spinning {
+			// Another reader polls the file in O_NONBLOCK mode: wait for it
+			// to stop (it soon does) rather than read and get EAGAIN.
+			if c.spinDone == nil {
+				c.spinDone = make(chan struct{})
+			}
+			ch := c.spinDone
+			c.mu.Unlock()
+			<-ch
+			c.mu.Lock()
+		}
+		if c.expired {
+			// Expired for a deadline already cleared or moved (the checks
+			// above ran without c.mu): wait for the flag to settle.
+			c.mu.Unlock()
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		c.setNonblock(false)
 		if c.waiters == nil {
 			c.waiters = make(map[int]int)
 		}
 		c.waiters[tid]++
 		c.mu.Unlock()
-		err := c.rc.Control(read)
+		err := c.rc.Control(rd.blockFn)
 		c.mu.Lock()
 		if c.waiters[tid]--; c.waiters[tid] == 0 {
 			delete(c.waiters, tid)
@@ -283,20 +444,68 @@ func (c *Conn) readBlocking(read func(uintptr), rerr *error) error {
 		if err != nil {
 			return err
 		}
-		if *rerr != unix.EAGAIN {
+		if rd.rerr != unix.EAGAIN {
 			return nil
 		}
-		// Woken on purpose; a deadline cleared meanwhile means read again.
-		if !c.deadlinePassed() && !c.closed.Load() {
-			c.mu.Lock()
-			expired := c.expired
-			c.mu.Unlock()
-			if expired {
-				// Expired for a deadline already cleared or moved: wait
-				// for the flag to settle rather than spin.
-				time.Sleep(time.Millisecond)
-			}
+		// Woken on purpose, or the file was switched to O_NONBLOCK between
+		// the unlock and the read: look again.
+	}
+}
+
+// spin polls the file with non-blocking reads and sched_yield (see
+// spinYields). ok reports that it read something (into rd); err that the
+// Conn was closed meanwhile.
+func (rd *connReader) spin() (ok bool, err error) {
+	c := rd.c
+	c.mu.Lock()
+	if c.spinning || c.expired {
+		c.mu.Unlock()
+		return false, nil
+	}
+	c.spinning = true
+	c.setNonblock(true)
+	c.mu.Unlock()
+	rd.ok = false
+	if c.hold() {
+		rd.spinLoop(uintptr(c.fd))
+		c.raw.Add(-1)
+	} else {
+		err = ErrClosed
+	}
+	c.mu.Lock()
+	c.spinning = false
+	if c.spinDone != nil {
+		close(c.spinDone)
+		c.spinDone = nil
+	}
+	c.mu.Unlock()
+	return rd.ok, err
+}
+
+// spinLoop is spin's part on the descriptor: the file is O_NONBLOCK
+// throughout (c.spinning is set, or the Conn is not blocking).
+func (rd *connReader) spinLoop(fd uintptr) {
+	c := rd.c
+	var start time.Time
+	for i := 0; ; i++ {
+		rd.rawFn(fd)
+		if rd.rerr != unix.EAGAIN {
+			rd.ok = true
+			return
 		}
+		if i == spinYields || c.closed.Load() {
+			return
+		}
+		now := time.Now()
+		if i == 0 {
+			start = now
+		} else if now.Sub(start) > spinTime {
+			return
+		}
+		if d := c.deadline.Load(); d != 0 && now.UnixNano() >= d {
+			return
+		}
+		schedYield()
 	}
 }
 
@@ -327,38 +536,67 @@ func (c *Conn) hungUp() bool {
 // unlike RawConn.Write it does not serialise writers, which the kernel
 // does not need.
 func (c *Conn) Write(iov [][]byte) error {
-	var werr error
-	err := c.rc.Control(func(fd uintptr) {
+	w := new(msgWriter)
+	w.init()
+	w.iov = iov
+	return c.write(w)
+}
+
+// msgWriter is reusable state for writing messages without allocating:
+// its closure is made once, in init.
+type msgWriter struct {
+	iov  [][]byte
+	two  [2][]byte // backing array for iov (writeMsg)
+	werr error
+	fn   func(fd uintptr)
+}
+
+func (w *msgWriter) init() {
+	w.fn = func(fd uintptr) {
 		for {
-			_, werr = rawWritev(int(fd), iov)
-			if werr != unix.EINTR {
+			_, w.werr = rawWritev(int(fd), w.iov)
+			if w.werr != unix.EINTR {
 				return
 			}
 		}
-	})
-	if err == nil && werr == unix.EAGAIN {
+	}
+}
+
+// writeMsg writes head followed by data (which may be empty) as one message.
+func (c *Conn) writeMsg(w *msgWriter, head, data []byte) error {
+	w.two[0], w.two[1] = head, data
+	w.iov = w.two[:]
+	err := c.write(w)
+	w.two[0], w.two[1], w.iov = nil, nil, nil
+	return err
+}
+
+func (c *Conn) write(w *msgWriter) error {
+	if !c.hold() {
+		return ErrClosed
+	}
+	w.fn(uintptr(c.fd))
+	c.raw.Add(-1)
+	var err error
+	if w.werr == unix.EAGAIN {
 		// Only a socketpair with a full buffer says this; wait for room.
 		err = c.rc.Write(func(fd uintptr) bool {
-			for {
-				_, werr = rawWritev(int(fd), iov)
-				if werr != unix.EINTR {
-					return werr != unix.EAGAIN
-				}
-			}
+			w.fn(fd)
+			return w.werr != unix.EAGAIN
 		})
 	}
 	switch {
 	case err != nil:
 		return c.pollErr(err)
-	case werr != nil:
-		return werr
+	case w.werr != nil:
+		return w.werr
 	}
 	return nil
 }
 
-// rawRead and rawWritev make their syscalls with RawSyscall, without
-// telling the scheduler. Use them only where the call cannot block: a read
-// of a non-blocking descriptor, a reply (the kernel consumes it at once;
+// rawRead, rawWritev and schedYield make their syscalls with RawSyscall,
+// without telling the scheduler. Use them only where the call cannot block:
+// a read of a non-blocking descriptor, a reply (the kernel consumes it at once;
 // CUSE_INIT's reply, which creates the device, takes a few ms). Entering a
 // syscall the usual way wakes the runtime's sysmon thread whenever it
 // sleeps, which it does each time the server goes idle: two extra context
@@ -369,12 +607,14 @@ func rawRead(fd int, buf []byte) (int, error) {
 	if len(buf) > 0 {
 		p = unsafe.Pointer(&buf[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(buf)))
+	n, _, e := syscall.RawSyscall6(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(buf)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(n), nil
 }
+
+func schedYield() { syscall.RawSyscall6(unix.SYS_SCHED_YIELD, 0, 0, 0, 0, 0, 0) }
 
 func rawWritev(fd int, iov [][]byte) (int, error) {
 	var small [4]unix.Iovec
@@ -391,7 +631,7 @@ func rawWritev(fd int, iov [][]byte) (int, error) {
 	if len(vs) > 0 {
 		p = unsafe.Pointer(&vs[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(vs)))
+	n, _, e := syscall.RawSyscall6(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(vs)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}

@@ -46,6 +46,8 @@ func (r *Request) AfterReply(f func()) { r.after = f }
 // exactly once. Returning a syscall.Errno (possibly wrapped) sends that
 // errno; any other error sends EIO and is logged. ctx is cancelled when the
 // kernel sends INTERRUPT for the request or the server is shutting down.
+// Like r, ctx and the argument and out pointers are valid only during the
+// call: the server reuses them for later requests.
 //
 // Embed NotImplemented to answer ENOSYS for the operations a file system
 // does not implement.
@@ -128,6 +130,18 @@ type IoctlOut struct {
 	Retry   bool
 	InIovs  []abi.IoctlIovec
 	OutIovs []abi.IoctlIovec
+
+	buf func(n int) []byte // the request's reply buffer (Buffer)
+}
+
+// Buffer returns n bytes (not zeroed) for Data: the server's own reply
+// buffer, so that a handler filling it allocates nothing. It is valid
+// until the handler returns.
+func (o *IoctlOut) Buffer(n int) []byte {
+	if o.buf == nil {
+		return make([]byte, n)
+	}
+	return o.buf(n)
 }
 
 // NotImplemented answers ENOSYS to every operation (and ignores Forget).

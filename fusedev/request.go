@@ -19,22 +19,52 @@ import (
 // an EntryOut followed by an OpenOut (CREATE).
 const outWords = (abi.SizeOutHeader + abi.SizeStatxOut) / 8
 
-// request is one request being handled.
+// request is one request being handled. A loop goroutine reuses its
+// request objects for the requests it serves inline (see reset); one handed
+// off to another goroutine is dropped after its reply.
 type request struct {
-	s     *Server
-	conn  *Conn
-	hdr   abi.InHeader
-	start time.Time
-	buf   *[]byte // owns in and ext
-	in    []byte  // arguments after the header, extensions excluded
-	ext   []byte  // request extensions (7.38)
-	ctx   reqContext
-	pub   Request
+	s      *Server
+	conn   *Conn
+	hdr    abi.InHeader
+	start  time.Duration // Server.clock() when it was read
+	small  []byte        // the request, copied when it is small (cap smallRequest)
+	big    *[]byte       // the read buffer, taken by a large request
+	in     []byte        // arguments after the header, extensions excluded
+	ext    []byte        // request extensions (7.38)
+	ctx    reqContext
+	pub    Request
+	ioctl  IoctlOut
+	w      msgWriter
+	arg    [16]uint64       // the decoded fixed arguments (argOf)
+	dataFn func(int) []byte // dataOf, made once
 
 	out     [outWords]uint64 // out header, then the fixed reply
 	outLen  int              // bytes of fixed reply after the header
 	data    []byte           // variable reply data after the fixed reply
-	dataBuf *[]byte          // pooled buffer behind data, if any
+	dataBuf *[]byte          // pooled buffer for data, kept while the object is reused
+}
+
+func (s *Server) newRequest() *request {
+	r := &request{s: s, small: make([]byte, smallRequest)}
+	r.ctx.parent = context.Background()
+	r.w.init()
+	r.dataFn = r.dataOf
+	return r
+}
+
+// reset prepares r for the request with header h, read at start from c.
+// The context is reset under its lock: an INTERRUPT may be looking at r
+// (ctx.cancelIf).
+func (r *request) reset(c *Conn, h *abi.InHeader, start time.Duration) {
+	r.conn, r.hdr, r.start = c, *h, start
+	r.in, r.ext, r.big = nil, nil, nil
+	r.pub = Request{}
+	r.ioctl = IoctlOut{buf: r.dataFn}
+	r.out = [outWords]uint64{}
+	r.outLen, r.data = 0, nil
+	r.ctx.mu.Lock()
+	r.ctx.unique, r.ctx.err, r.ctx.done, r.ctx.handed = h.Unique, nil, nil, false
+	r.ctx.mu.Unlock()
 }
 
 // outAs returns the fixed reply area as a *T. T must fit (checked at the
@@ -84,13 +114,9 @@ func (r *request) serve() {
 		}
 	}
 
-	s.stats.record(r.hdr.Opcode, time.Since(r.start), errno != 0)
-	s.mu.Lock()
-	delete(s.inflight, r.hdr.Unique)
-	s.mu.Unlock()
-	s.pool.put(r.dataBuf)
-	s.pool.put(r.buf)
-	<-s.slots
+	s.stats.record(r.hdr.Opcode, s.clock()-r.start, errno != 0)
+	r.data = nil
+	s.release()
 }
 
 // maxErrno bounds the errnos the kernel accepts in a reply: it refuses a
@@ -102,6 +128,9 @@ const maxErrno = 511
 func (s *Server) errnoOf(r *request, err error) syscall.Errno {
 	if err == nil {
 		return 0
+	}
+	if e, ok := err.(syscall.Errno); ok && e <= maxErrno {
+		return e // the common case, without errors.As
 	}
 	var e syscall.Errno
 	switch {
@@ -126,22 +155,29 @@ func (r *request) reply(errno syscall.Errno) {
 	hdr := (*abi.OutHeader)(unsafe.Pointer(&r.out[0]))
 	*hdr = abi.OutHeader{Len: uint32(total), Error: -int32(errno), Unique: r.hdr.Unique}
 	head := unsafe.Slice((*byte)(unsafe.Pointer(&r.out[0])), abi.SizeOutHeader+r.outLen)
-	var err error
-	if len(r.data) > 0 {
-		err = r.conn.Write([][]byte{head, r.data})
-	} else {
-		err = r.conn.Write([][]byte{head})
-	}
+	err := r.conn.writeMsg(&r.w, head, r.data)
 	if err != nil && err != syscall.ENOENT {
 		r.s.log.WithFields(logrus.Fields{"op": r.hdr.Opcode, "unique": r.hdr.Unique, "len": total}).
 			WithError(err).Error("fuse: writing reply failed")
 	}
 }
 
-// dataOf returns a pooled buffer of n bytes for reply data.
+// dataOf returns a buffer of n bytes for reply data: the request object's
+// own, from the pool the first time or when it is too small.
 func (r *request) dataOf(n int) []byte {
-	r.dataBuf = r.s.pool.get(n)
+	if r.dataBuf == nil || cap(*r.dataBuf) < n {
+		r.s.pool.put(r.dataBuf)
+		r.dataBuf = r.s.pool.get(n)
+	}
+	*r.dataBuf = (*r.dataBuf)[:n]
 	return *r.dataBuf
+}
+
+// drop returns the buffers of a request object that will not be reused.
+func (r *request) drop() {
+	r.s.pool.put(r.big)
+	r.s.pool.put(r.dataBuf)
+	r.big, r.dataBuf = nil, nil
 }
 
 func parseSuppGroups(ext []byte) []uint32 {
@@ -194,20 +230,20 @@ func (r *request) run() error {
 		return fs.Lookup(ctx, req, name, outAs[abi.EntryOut](r))
 
 	case abi.OpGetattr:
-		var a abi.GetattrIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.GetattrIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeAttrOut
-		return fs.Getattr(ctx, req, &a, outAs[abi.AttrOut](r))
+		return fs.Getattr(ctx, req, a, outAs[abi.AttrOut](r))
 
 	case abi.OpSetattr:
-		var a abi.SetattrIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.SetattrIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeAttrOut
-		return fs.Setattr(ctx, req, &a, outAs[abi.AttrOut](r))
+		return fs.Setattr(ctx, req, a, outAs[abi.AttrOut](r))
 
 	case abi.OpReadlink:
 		target, err := fs.Readlink(ctx, req)
@@ -233,8 +269,8 @@ func (r *request) run() error {
 		return fs.Symlink(ctx, req, target, name, outAs[abi.EntryOut](r))
 
 	case abi.OpMknod:
-		var a abi.MknodIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.MknodIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		name, _, err := abi.Name(in[abi.SizeMknodIn:])
@@ -242,11 +278,11 @@ func (r *request) run() error {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeEntryOut
-		return fs.Mknod(ctx, req, &a, name, outAs[abi.EntryOut](r))
+		return fs.Mknod(ctx, req, a, name, outAs[abi.EntryOut](r))
 
 	case abi.OpMkdir:
-		var a abi.MkdirIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.MkdirIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		name, _, err := abi.Name(in[abi.SizeMkdirIn:])
@@ -254,7 +290,7 @@ func (r *request) run() error {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeEntryOut
-		return fs.Mkdir(ctx, req, &a, name, outAs[abi.EntryOut](r))
+		return fs.Mkdir(ctx, req, a, name, outAs[abi.EntryOut](r))
 
 	case abi.OpUnlink, abi.OpRmdir:
 		name, _, err := abi.Name(in)
@@ -267,8 +303,8 @@ func (r *request) run() error {
 		return fs.Rmdir(ctx, req, name)
 
 	case abi.OpRename:
-		var a abi.RenameIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.RenameIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		oldName, newName, err := twoNames(in[abi.SizeRenameIn:])
@@ -278,19 +314,19 @@ func (r *request) run() error {
 		return fs.Rename(ctx, req, &abi.Rename2In{Newdir: a.Newdir}, oldName, newName)
 
 	case abi.OpRename2:
-		var a abi.Rename2In
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.Rename2In](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		oldName, newName, err := twoNames(in[abi.SizeRename2In:])
 		if err != nil {
 			return r.malformed(err)
 		}
-		return fs.Rename(ctx, req, &a, oldName, newName)
+		return fs.Rename(ctx, req, a, oldName, newName)
 
 	case abi.OpLink:
-		var a abi.LinkIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.LinkIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		name, _, err := abi.Name(in[abi.SizeLinkIn:])
@@ -298,26 +334,26 @@ func (r *request) run() error {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeEntryOut
-		return fs.Link(ctx, req, &a, name, outAs[abi.EntryOut](r))
+		return fs.Link(ctx, req, a, name, outAs[abi.EntryOut](r))
 
 	case abi.OpOpen, abi.OpOpendir:
-		var a abi.OpenIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.OpenIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeOpenOut
 		if r.hdr.Opcode == abi.OpOpen {
-			return fs.Open(ctx, req, &a, outAs[abi.OpenOut](r))
+			return fs.Open(ctx, req, a, outAs[abi.OpenOut](r))
 		}
-		return fs.Opendir(ctx, req, &a, outAs[abi.OpenOut](r))
+		return fs.Opendir(ctx, req, a, outAs[abi.OpenOut](r))
 
 	case abi.OpRead:
-		var a abi.ReadIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.ReadIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		size := int(min(a.Size, maxRead(neg)))
-		data, err := fs.Read(ctx, req, &a, r.dataOf(size))
+		data, err := fs.Read(ctx, req, a, r.dataOf(size))
 		if err != nil {
 			return err
 		}
@@ -329,15 +365,15 @@ func (r *request) run() error {
 		return nil
 
 	case abi.OpWrite:
-		var a abi.WriteIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.WriteIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		data := in[abi.SizeWriteIn:]
 		if uint64(a.Size) > uint64(len(data)) {
 			return r.malformed(fmt.Errorf("WRITE of %d bytes carries %d", a.Size, len(data)))
 		}
-		n, err := fs.Write(ctx, req, &a, data[:a.Size])
+		n, err := fs.Write(ctx, req, a, data[:a.Size])
 		if err != nil {
 			return err
 		}
@@ -350,24 +386,24 @@ func (r *request) run() error {
 		return fs.Statfs(ctx, req, outAs[abi.StatfsOut](r))
 
 	case abi.OpRelease, abi.OpReleasedir:
-		var a abi.ReleaseIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.ReleaseIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		if r.hdr.Opcode == abi.OpRelease {
-			return fs.Release(ctx, req, &a)
+			return fs.Release(ctx, req, a)
 		}
-		return fs.Releasedir(ctx, req, &a)
+		return fs.Releasedir(ctx, req, a)
 
 	case abi.OpFsync, abi.OpFsyncdir:
-		var a abi.FsyncIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.FsyncIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		if r.hdr.Opcode == abi.OpFsync {
-			return fs.Fsync(ctx, req, &a)
+			return fs.Fsync(ctx, req, a)
 		}
-		return fs.Fsyncdir(ctx, req, &a)
+		return fs.Fsyncdir(ctx, req, a)
 
 	case abi.OpSetxattr:
 		size := abi.CompatSetxattrInSize
@@ -388,8 +424,8 @@ func (r *request) run() error {
 		return fs.Setxattr(ctx, req, &a, name, rest[:a.Size])
 
 	case abi.OpGetxattr, abi.OpListxattr:
-		var a abi.GetxattrIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.GetxattrIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		var name string
@@ -405,7 +441,6 @@ func (r *request) run() error {
 			dest = r.dataOf(int(min(a.Size, 1<<16)))
 		}
 		var n int
-		var err error
 		if r.hdr.Opcode == abi.OpGetxattr {
 			n, err = fs.Getxattr(ctx, req, name, dest)
 		} else {
@@ -433,25 +468,24 @@ func (r *request) run() error {
 		return fs.Removexattr(ctx, req, name)
 
 	case abi.OpFlush:
-		var a abi.FlushIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.FlushIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
-		return fs.Flush(ctx, req, &a)
+		return fs.Flush(ctx, req, a)
 
 	case abi.OpReaddir, abi.OpReaddirplus:
-		var a abi.ReadIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.ReadIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		size := int(min(a.Size, max(neg.MaxWrite, 64*1024)))
 		dl := DirList{buf: r.dataOf(size)[:0], plus: r.hdr.Opcode == abi.OpReaddirplus}
 		dl.buf = dl.buf[:0:size]
-		var err error
 		if dl.plus {
-			err = fs.Readdirplus(ctx, req, &a, &dl)
+			err = fs.Readdirplus(ctx, req, a, &dl)
 		} else {
-			err = fs.Readdir(ctx, req, &a, &dl)
+			err = fs.Readdir(ctx, req, a, &dl)
 		}
 		if err != nil {
 			return err
@@ -460,33 +494,33 @@ func (r *request) run() error {
 		return nil
 
 	case abi.OpGetlk:
-		var a abi.LkIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.LkIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeLkOut
-		return fs.Getlk(ctx, req, &a, outAs[abi.LkOut](r))
+		return fs.Getlk(ctx, req, a, outAs[abi.LkOut](r))
 
 	case abi.OpSetlk, abi.OpSetlkw:
-		var a abi.LkIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.LkIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		if r.hdr.Opcode == abi.OpSetlk {
-			return fs.Setlk(ctx, req, &a)
+			return fs.Setlk(ctx, req, a)
 		}
-		return fs.Setlkw(ctx, req, &a)
+		return fs.Setlkw(ctx, req, a)
 
 	case abi.OpAccess:
-		var a abi.AccessIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.AccessIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
-		return fs.Access(ctx, req, &a)
+		return fs.Access(ctx, req, a)
 
 	case abi.OpCreate:
-		var a abi.CreateIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.CreateIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		name, _, err := abi.Name(in[abi.SizeCreateIn:])
@@ -495,76 +529,76 @@ func (r *request) run() error {
 		}
 		r.outLen = abi.SizeEntryOut + abi.SizeOpenOut
 		entry, open := outAs[abi.EntryOut](r), (*abi.OpenOut)(unsafe.Add(unsafe.Pointer(outAs[abi.EntryOut](r)), abi.SizeEntryOut))
-		return fs.Create(ctx, req, &a, name, entry, open)
+		return fs.Create(ctx, req, a, name, entry, open)
 
 	case abi.OpTmpfile:
-		var a abi.CreateIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.CreateIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeEntryOut + abi.SizeOpenOut
 		entry, open := outAs[abi.EntryOut](r), (*abi.OpenOut)(unsafe.Add(unsafe.Pointer(outAs[abi.EntryOut](r)), abi.SizeEntryOut))
-		return fs.Tmpfile(ctx, req, &a, entry, open)
+		return fs.Tmpfile(ctx, req, a, entry, open)
 
 	case abi.OpBmap:
-		var a abi.BmapIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.BmapIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeBmapOut
-		return fs.Bmap(ctx, req, &a, outAs[abi.BmapOut](r))
+		return fs.Bmap(ctx, req, a, outAs[abi.BmapOut](r))
 
 	case abi.OpDestroy:
 		s.destroy()
 		return nil
 
 	case abi.OpIoctl:
-		var a abi.IoctlIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.IoctlIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		data := in[abi.SizeIoctlIn:]
 		if uint64(a.InSize) > uint64(len(data)) {
 			return r.malformed(fmt.Errorf("IOCTL in_size %d, carries %d", a.InSize, len(data)))
 		}
-		var out IoctlOut
-		if err := fs.Ioctl(ctx, req, &a, data[:a.InSize], &out); err != nil {
+		out := &r.ioctl
+		if err := fs.Ioctl(ctx, req, a, data[:a.InSize], out); err != nil {
 			return err
 		}
-		return r.ioctlReply(&a, &out, maxRead(neg))
+		return r.ioctlReply(a, out, maxRead(neg))
 
 	case abi.OpPoll:
-		var a abi.PollIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.PollIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizePollOut
-		return fs.Poll(ctx, req, &a, outAs[abi.PollOut](r))
+		return fs.Poll(ctx, req, a, outAs[abi.PollOut](r))
 
 	case abi.OpFallocate:
-		var a abi.FallocateIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.FallocateIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
-		return fs.Fallocate(ctx, req, &a)
+		return fs.Fallocate(ctx, req, a)
 
 	case abi.OpLseek:
-		var a abi.LseekIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.LseekIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeLseekOut
-		return fs.Lseek(ctx, req, &a, outAs[abi.LseekOut](r))
+		return fs.Lseek(ctx, req, a, outAs[abi.LseekOut](r))
 
 	case abi.OpCopyFileRange, abi.OpCopyFileRange64:
-		var a abi.CopyFileRangeIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.CopyFileRangeIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		if r.hdr.Opcode == abi.OpCopyFileRange && a.Len > 1<<32-1 {
 			a.Len = 1<<32 - 4096 // the 32-bit reply cannot say more
 		}
-		n, err := fs.CopyFileRange(ctx, req, &a)
+		n, err := fs.CopyFileRange(ctx, req, a)
 		if err != nil {
 			return err
 		}
@@ -581,12 +615,12 @@ func (r *request) run() error {
 		return fs.Syncfs(ctx, req)
 
 	case abi.OpStatx:
-		var a abi.StatxIn
-		if err := abi.Decode(in, &a); err != nil {
+		a, err := argOf[abi.StatxIn](r, in)
+		if err != nil {
 			return r.malformed(err)
 		}
 		r.outLen = abi.SizeStatxOut
-		return fs.Statx(ctx, req, &a, outAs[abi.StatxOut](r))
+		return fs.Statx(ctx, req, a, outAs[abi.StatxOut](r))
 
 	case abi.OpSetupmapping, abi.OpRemovemapping:
 		return syscall.ENOSYS // DAX mappings exist only for virtio-fs
@@ -596,6 +630,19 @@ func (r *request) run() error {
 	}
 	s.log.WithFields(logrus.Fields{"op": r.hdr.Opcode, "unique": r.hdr.Unique}).Debug("fuse: unknown opcode")
 	return syscall.ENOSYS
+}
+
+// argOf decodes a request's fixed argument struct into r's scratch space
+// (no allocation: a struct of the handler's arguments escapes to the heap
+// when it lives on the stack, being passed to an interface method).
+func argOf[T any](r *request, in []byte) (*T, error) {
+	var p *T
+	if unsafe.Sizeof(*p) <= unsafe.Sizeof(r.arg) {
+		p = (*T)(unsafe.Pointer(&r.arg))
+	} else {
+		p = new(T)
+	}
+	return p, abi.Decode(in, p)
 }
 
 // maxRead is the largest READ the kernel may send: max_pages pages (its
@@ -625,9 +672,10 @@ func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut, limit uint32) error
 		*o = abi.IoctlOut{Flags: abi.IoctlRetry, InIovs: uint32(len(out.InIovs)), OutIovs: uint32(len(out.OutIovs))}
 		buf := r.dataOf(n * abi.SizeIoctlIovec)
 		off := 0
-		for _, v := range append(append([]abi.IoctlIovec(nil), out.InIovs...), out.OutIovs...) {
-			copy(buf[off:], abi.Bytes(&v))
-			off += abi.SizeIoctlIovec
+		for _, vs := range [2][]abi.IoctlIovec{out.InIovs, out.OutIovs} {
+			for i := range vs {
+				off += copy(buf[off:], abi.Bytes(&vs[i]))
+			}
 		}
 		r.data = buf[:off]
 		return nil
@@ -646,6 +694,7 @@ func (r *request) ioctlReply(in *abi.IoctlIn, out *IoctlOut, limit uint32) error
 type reqContext struct {
 	parent context.Context
 	mu     sync.Mutex
+	unique uint64        // guarded by mu; the request it belongs to now
 	done   chan struct{} // guarded by mu; made on first use
 	err    error         // guarded by mu
 	handed bool          // guarded by mu; cancelled by a handover (not by INTERRUPT)
@@ -672,6 +721,17 @@ func (c *reqContext) Err() error {
 	return c.err
 }
 
+// cancelIf cancels the context if it still belongs to request unique.
+func (c *reqContext) cancelIf(unique uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.unique != unique {
+		return false
+	}
+	c.cancelLocked(false)
+	return true
+}
+
 func (c *reqContext) cancel() { c.cancelFor(false) }
 
 // handedOver reports whether a handover cancelled the request (and nothing
@@ -685,6 +745,10 @@ func (c *reqContext) handedOver() bool {
 func (c *reqContext) cancelFor(handover bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.cancelLocked(handover)
+}
+
+func (c *reqContext) cancelLocked(handover bool) {
 	if c.err != nil {
 		return
 	}

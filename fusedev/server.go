@@ -37,9 +37,9 @@ type Options struct {
 	// the reading to a new goroutine when a request takes long, so requests
 	// are still served concurrently. Default: one per 4 CPUs (GOMAXPROCS),
 	// 1 to 4: the kernel wakes the reader that slept longest, so on small
-	// machines a second reader only adds cold-thread wake-ups
-	// (docs/BENCHMARKS.md, engine: one reader is about 1.7x faster for one
-	// client on 2 CPUs and as fast for four).
+	// machines a second reader adds cold-thread wake-ups (docs/BENCHMARKS.md,
+	// engine: on 2 CPUs one reader is about 1.5x faster for one client, two
+	// are about 1.4x faster for four).
 	Readers int
 	// MaxWrite is the largest WRITE payload: default 1 MiB, at least 4 KiB,
 	// rounded up to whole pages (the kernel counts max_pages). Reads are
@@ -114,18 +114,20 @@ type Server struct {
 	opts Options
 	log  logrus.FieldLogger
 
+	epoch   time.Time // of clock
 	neg     atomic.Pointer[Negotiated]
 	ready   chan struct{} // closed once INIT is answered
 	bufSize int
 	pool    bufPool
 	stats   stats
-	slots   chan struct{} // one per request being handled
+	active  atomic.Int64 // requests holding a MaxInflight slot
 
 	mu        sync.Mutex
-	inflight  map[uint64]*request    // guarded by mu; by unique
+	inflight  map[uint64]*request    // guarded by mu; handed-off requests by unique (the rest are in readSlot.cur)
 	retrieves map[uint64]chan []byte // guarded by mu; by notify unique
 	conns     []*Conn                // guarded by mu; clones, closed when Serve returns
-	readers   []*readerState         // guarded by mu
+	readers   []*readSlot            // guarded by mu
+	slotFree  chan struct{}          // guarded by mu; closed when a MaxInflight slot frees, if someone waits
 
 	nextNotify  atomic.Uint64
 	served      atomic.Bool
@@ -133,12 +135,7 @@ type Server struct {
 	destroyed   atomic.Bool // FileSystem.Destroy was called
 	handover    atomic.Bool // the next stop hands the connection to a successor
 	wedge       atomic.Bool // test hook: readers stop making progress
-}
-
-// readerState lets the watchdog see whether a reader loop is stuck outside
-// of its read (a reader waiting for the kernel is idle, not stuck).
-type readerState struct {
-	busySince atomic.Int64 // unix nanos when it left Read; 0 while reading
+	shareFD     bool        // test hook: readers share the one descriptor (no clones)
 }
 
 // NewServer returns a Server for fs on conn. conn stays owned by the caller.
@@ -180,13 +177,13 @@ func NewServer(conn *Conn, fs FileSystem, opts Options) *Server {
 		opts.HandoverGrace = 100 * time.Millisecond
 	}
 	return &Server{
+		epoch:     time.Now().Add(-time.Second), // clock() is never 0
 		fs:        fs,
 		conn:      conn,
 		opts:      opts,
 		log:       opts.Logger,
 		ready:     make(chan struct{}),
 		bufSize:   int(opts.MaxWrite) + 4096,
-		slots:     make(chan struct{}, opts.MaxInflight),
 		inflight:  make(map[uint64]*request),
 		retrieves: make(map[uint64]chan []byte),
 	}
@@ -207,6 +204,10 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
+// clock is the server's monotonic clock: cheaper than time.Now, which also
+// reads the wall clock.
+func (s *Server) clock() time.Duration { return time.Since(s.epoch) }
+
 // Conn returns the connection the server was made for.
 func (s *Server) Conn() *Conn { return s.conn }
 
@@ -225,7 +226,13 @@ func (s *Server) Stats() []OpStats { return s.stats.snapshot() }
 func (s *Server) Inflight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.inflight)
+	n := len(s.inflight)
+	for _, sl := range s.readers {
+		if sl.cur.Load() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Conns returns every descriptor the server reads: the connection, then its
@@ -254,12 +261,12 @@ func (s *Server) Wedge() { s.wedge.Store(true) }
 // Check reports an error when a reader loop has been busy outside its read
 // for longer than limit: the serving loop is not making progress.
 func (s *Server) Check(limit time.Duration) error {
-	now := time.Now().UnixNano()
+	now := s.clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, r := range s.readers {
-		if t := r.busySince.Load(); t != 0 && time.Duration(now-t) > limit {
-			return fmt.Errorf("reader %d stuck for %v", i, time.Duration(now-t).Round(time.Millisecond))
+		if t := time.Duration(r.busySince.Load()); t != 0 && now-t > limit {
+			return fmt.Errorf("reader %d stuck for %v", i, (now - t).Round(time.Millisecond))
 		}
 	}
 	return nil
@@ -291,7 +298,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	conns := []*Conn{s.conn}
 	conns = append(conns, s.opts.Clones...)
-	if !s.Negotiated().Cuse {
+	if !s.Negotiated().Cuse && !s.shareFD {
 		for i := len(conns); i < s.opts.Readers; i++ {
 			c, err := s.conn.Clone()
 			if err != nil {
@@ -306,13 +313,22 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 
 	lc := &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}
+	var slots []*readSlot
 	for i := 0; i < max(s.opts.Readers, len(conns)); i++ {
-		sl := &readSlot{c: conns[i%len(conns)], st: &readerState{}}
+		sl := &readSlot{s: s, c: conns[i%len(conns)], lc: lc}
+		sl.timer = time.AfterFunc(time.Hour, sl.expired)
+		sl.timer.Stop()
+		slots = append(slots, sl)
 		s.mu.Lock()
-		s.readers = append(s.readers, sl.st)
+		s.readers = append(s.readers, sl)
 		s.mu.Unlock()
-		s.startLoop(sl, lc)
+		s.startLoop(sl)
 	}
+	defer func() {
+		for _, sl := range slots {
+			sl.timer.Stop()
+		}
+	}()
 	if s.opts.Resume != nil {
 		switch err := s.NotifyResend(); {
 		case errors.Is(err, syscall.ENOSYS):
@@ -338,6 +354,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		unmounted = true
 	case <-ctx.Done():
 	}
+	lc.stopped.Store(true)
 	close(lc.stop)
 	for _, c := range conns {
 		c.SetReadDeadline(time.Now())
@@ -409,6 +426,11 @@ func (s *Server) cancelAll(handover bool) {
 	for _, r := range s.inflight {
 		r.ctx.cancelFor(handover)
 	}
+	for _, sl := range s.readers {
+		if r := sl.cur.Load(); r != nil {
+			r.ctx.cancelFor(handover)
+		}
+	}
 }
 
 // handoffDelay is how long a loop goroutine handles a request itself
@@ -421,60 +443,80 @@ const handoffDelay = 100 * time.Microsecond
 
 // readSlot is the duty of reading one descriptor. Exactly one goroutine
 // holds it at a time (see loop).
+//
+// The hand-off timer is armed when a request starts being served and not
+// stopped when it ends: when it fires it hands off only if the request
+// being served then has run for handoffDelay, re-arms itself while requests
+// keep coming, and goes quiet when the reader is idle. A steady stream of
+// quick requests so costs a timer run per millisecond or so, not a timer
+// reset and stop per request.
 type readSlot struct {
+	s  *Server
 	c  *Conn
-	st *readerState
+	lc *loopCtl
+
+	busySince atomic.Int64            // clock() when the reader left Read; 0 while reading (Check)
+	cur       atomic.Pointer[request] // the request its goroutine handles, until handed off
+	owner     atomic.Pointer[loopG]   // the goroutine holding the read duty
+	state     atomic.Uint64           // seq<<1 of the request served inline, |1 once handed off; 0: none
+	spare     atomic.Pointer[request] // a request object for the next goroutine, left by one handed off
+	since     atomic.Int64            // clock() when that request was read
+	armed     atomic.Bool             // timer is pending
+	timer     *time.Timer
+	seq       uint64 // owner only
+}
+
+// loopG is one loop goroutine's own state.
+type loopG struct {
+	handed chan struct{} // closed once its read duty went to a new goroutine
+	rd     connReader
+	bp     *[]byte  // read buffer
+	spare  *request // a request object to reuse
 }
 
 // loopCtl is shared by the loop goroutines of one Serve.
 type loopCtl struct {
-	stop chan struct{}  // closed when Serve stops reading
-	errs chan error     // the first read error: the connection is gone
-	wg   sync.WaitGroup // every loop goroutine
+	stop    chan struct{}  // closed when Serve stops reading
+	stopped atomic.Bool    // set just before stop is closed
+	errs    chan error     // the first read error: the connection is gone
+	wg      sync.WaitGroup // every loop goroutine
 }
 
-func (s *Server) startLoop(sl *readSlot, lc *loopCtl) {
-	lc.wg.Add(1)
-	go s.loop(sl, lc)
+func (s *Server) startLoop(sl *readSlot) {
+	sl.lc.wg.Add(1)
+	go s.loop(sl, nil)
 }
 
 // loop holds the read duty of sl: it reads a message and handles it on its
-// own goroutine. If handling takes longer than handoffDelay, a timer passes
-// the read duty to a new loop goroutine and this one ends with its request.
-func (s *Server) loop(sl *readSlot, lc *loopCtl) {
+// own goroutine. If handling takes longer than handoffDelay, the slot's
+// timer passes the read duty to a new loop goroutine and this one ends
+// with its request.
+func (s *Server) loop(sl *readSlot, bp *[]byte) {
+	lc := sl.lc
 	defer lc.wg.Done()
-	handedOff := make(chan struct{})
-	timer := time.AfterFunc(time.Hour, func() {
-		// Runs at most once: after it the goroutine below ends. The Add
-		// happens while that goroutine is still counted in wg.
-		select {
-		case <-lc.stop:
-		default:
-			s.startLoop(sl, lc)
+	g := &loopG{handed: make(chan struct{}), bp: bp, spare: sl.spare.Swap(nil)}
+	g.rd.init(sl.c)
+	sl.owner.Store(g)
+	defer func() {
+		s.pool.put(g.bp)
+		if g.spare != nil {
+			g.spare.drop()
 		}
-		close(handedOff)
-	})
-	timer.Stop()
-
-	var bp *[]byte
-	defer func() { s.pool.put(bp) }()
+	}()
 	for {
-		select {
-		case <-lc.stop:
+		if lc.stopped.Load() {
 			return
-		default:
 		}
-		if bp == nil {
-			bp = s.pool.get(s.bufSize)
+		if g.bp == nil {
+			g.bp = s.pool.get(s.bufSize)
 		}
-		sl.st.busySince.Store(0)
-		n, err := sl.c.Read(*bp)
-		sl.st.busySince.Store(time.Now().UnixNano())
+		sl.busySince.Store(0)
+		n, err := g.rd.read(*g.bp)
+		now := s.clock()
+		sl.busySince.Store(int64(now))
 		if err != nil {
-			select {
-			case <-lc.stop:
+			if lc.stopped.Load() {
 				return
-			default:
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue // a deadline from an earlier stop; keep serving
@@ -492,25 +534,110 @@ func (s *Server) loop(sl *readSlot, lc *loopCtl) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
-		var r *request
-		r, bp = s.dispatch(sl.c, bp, n, lc.stop)
-		if r == nil {
-			continue
-		}
-		timer.Reset(handoffDelay)
-		r.serve()
-		if !timer.Stop() {
-			<-handedOff
+		if !s.handle(sl, g, n, now) {
 			return // a new goroutine reads sl now
 		}
 	}
 }
 
-// dispatch validates one message and answers what needs no handler
-// (errors, INTERRUPT, FORGET, NOTIFY_REPLY). Otherwise it returns the request
-// to serve, with its MaxInflight slot taken. It returns the buffer for the
-// next read (nil when the request took it).
-func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) (*request, *[]byte) {
+// handle dispatches and serves the message of n bytes in g's buffer, read
+// at now. It reports false when the request was handed off: g's goroutine
+// has served it and must end, as another one reads sl now.
+func (s *Server) handle(sl *readSlot, g *loopG, n int, now time.Duration) bool {
+	r := g.spare
+	if r == nil {
+		r = s.newRequest()
+	}
+	g.spare = nil
+	var ok bool
+	ok, g.bp = s.dispatch(sl, r, g.bp, n, now)
+	if !ok {
+		g.spare = r
+		return true
+	}
+	if !sl.serveInline(r, now) {
+		<-g.handed
+		s.mu.Lock()
+		delete(s.inflight, r.hdr.Unique)
+		s.mu.Unlock()
+		// Leave the object, with its buffers, to the slot's next goroutine:
+		// a new goroutine that had to allocate them could take long enough
+		// on its first request to be handed off in turn.
+		if r.big != nil {
+			s.pool.put(r.big)
+			r.big = nil
+		}
+		if !sl.spare.CompareAndSwap(nil, r) {
+			r.drop()
+		}
+		return false
+	}
+	sl.cur.Store(nil)
+	if r.big != nil { // the request took the read buffer: take it back
+		s.pool.put(g.bp)
+		g.bp, r.big = r.big, nil
+	}
+	g.spare = r
+	return true
+}
+
+// serveInline serves r, read at start, on this goroutine with the hand-off
+// timer armed. It reports false when the timer handed the read duty to
+// another goroutine meanwhile.
+func (sl *readSlot) serveInline(r *request, start time.Duration) bool {
+	sl.seq++
+	st := sl.seq << 1
+	sl.since.Store(int64(start))
+	sl.state.Store(st)
+	if !sl.armed.Load() && sl.armed.CompareAndSwap(false, true) {
+		sl.timer.Reset(handoffDelay)
+	}
+	r.serve()
+	return sl.state.CompareAndSwap(st, 0)
+}
+
+// expired runs when the slot's hand-off timer fires (see readSlot).
+func (sl *readSlot) expired() {
+	sl.armed.Store(false) // before looking: a request starting now re-arms
+	st := sl.state.Load()
+	if st == 0 || st&1 != 0 {
+		return // idle
+	}
+	age := sl.s.clock() - time.Duration(sl.since.Load())
+	if age < handoffDelay || !sl.state.CompareAndSwap(st, st|1) {
+		// A young request, or the next one already: look again later.
+		if sl.state.Load() != 0 && sl.armed.CompareAndSwap(false, true) {
+			sl.timer.Reset(max(handoffDelay-age, time.Microsecond))
+		}
+		return
+	}
+	// The request has run too long: its goroutine keeps it, a new one reads.
+	g := sl.owner.Load()
+	if r := sl.cur.Load(); r != nil {
+		// Into the map first, so an INTERRUPT finds it in one place or the other.
+		s := sl.s
+		s.mu.Lock()
+		s.inflight[r.hdr.Unique] = r
+		s.mu.Unlock()
+		sl.cur.Store(nil)
+	}
+	if !sl.lc.stopped.Load() {
+		// The new goroutine takes g's read buffer: g's request does not
+		// use it (a large one took its own), g only ends after serving.
+		sl.lc.wg.Add(1) // counted while g's goroutine still is
+		go sl.s.loop(sl, g.bp)
+		g.bp = nil
+	}
+	close(g.handed)
+}
+
+// dispatch validates one message (n bytes in *bp, read at now) and answers
+// what needs no handler (errors, INTERRUPT, FORGET, NOTIFY_REPLY).
+// Otherwise it fills r with the request, registers it as sl's current one
+// and takes a MaxInflight slot; ok says r is to be served. It returns the
+// buffer for the next read (nil when the request took it).
+func (s *Server) dispatch(sl *readSlot, r *request, bp *[]byte, n int, now time.Duration) (ok bool, next *[]byte) {
+	c := sl.c
 	msg := (*bp)[:n]
 	var h abi.InHeader
 	if err := abi.Decode(msg, &h); err != nil {
@@ -521,75 +648,109 @@ func (s *Server) dispatch(c *Conn, bp *[]byte, n int, stop <-chan struct{}) (*re
 			op := abi.Opcode(le32(msg[4:]))
 			s.replyMalformed(c, op, le64(msg[8:]))
 		}
-		return nil, bp
+		return false, bp
 	}
 	if int(h.Len) != n {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "len": h.Len, "read": n}).Error("fuse: request length disagrees with bytes read")
 		s.replyMalformed(c, h.Opcode, h.Unique)
-		return nil, bp
+		return false, bp
 	}
 	payload := msg[abi.SizeInHeader:]
 	ext := int(h.TotalExtlen) * 8
 	if ext > len(payload) {
 		s.log.WithFields(logrus.Fields{"op": h.Opcode, "extlen": ext}).Error("fuse: extension longer than request")
 		s.replyMalformed(c, h.Opcode, h.Unique)
-		return nil, bp
+		return false, bp
 	}
 
 	switch h.Opcode {
 	case abi.OpInterrupt:
 		s.interrupt(c, &h, payload)
-		return nil, bp
+		return false, bp
 	case abi.OpForget, abi.OpBatchForget:
-		t0 := time.Now()
 		s.forget(&h, payload)
-		s.stats.record(h.Opcode, time.Since(t0), false)
-		return nil, bp
+		s.stats.record(h.Opcode, s.clock()-now, false)
+		return false, bp
 	case abi.OpNotifyReply:
 		s.notifyReply(&h, payload)
-		return nil, bp
+		return false, bp
 	}
 	if h.Unique == 0 {
 		// A reply with unique 0 would be taken for a notification.
 		s.log.WithField("op", h.Opcode).Error("fuse: dropping request with unique 0")
-		return nil, bp
+		return false, bp
 	}
 
-	r := &request{s: s, conn: c, hdr: h, start: time.Now()}
-	r.ctx.parent = context.Background()
+	r.reset(c, &h, now)
+	var body []byte
 	if n <= smallRequest {
 		// Copy small requests so a long-blocked handler holds little memory
 		// and the big buffer serves the next read.
-		r.buf = s.pool.get(n)
-		copy(*r.buf, msg)
+		body = r.small[:copy(r.small[:n], msg)][abi.SizeInHeader:]
 	} else {
-		r.buf, bp = bp, nil
+		r.big, bp = bp, nil
+		body = (*r.big)[abi.SizeInHeader:n]
 	}
-	body := (*r.buf)[abi.SizeInHeader:n]
 	r.in = body[:len(body)-ext]
 	r.ext = body[len(body)-ext:]
 
 	// Register before waiting for a slot, so an INTERRUPT that comes
 	// meanwhile finds the request (instead of bouncing with EAGAIN until a
 	// slot frees) and the handler starts with its context cancelled.
-	s.mu.Lock()
-	s.inflight[h.Unique] = r
-	s.mu.Unlock()
-
-	// Take a slot; while none is free the kernel keeps requests queued.
-	select {
-	case s.slots <- struct{}{}:
-	case <-stop:
-		s.mu.Lock()
-		delete(s.inflight, h.Unique)
-		s.mu.Unlock()
+	sl.cur.Store(r)
+	if !s.acquire(sl.lc.stop) {
+		sl.cur.Store(nil)
 		if !s.handover.Load() {
 			s.replyError(c, h.Unique, syscall.EINTR) // else the successor gets it again
 		}
-		s.pool.put(r.buf)
-		return nil, bp
+		if r.big != nil {
+			bp, r.big = r.big, nil
+		}
+		return false, bp
 	}
-	return r, bp
+	return true, bp
+}
+
+// acquire takes a MaxInflight slot, waiting while none is free (the kernel
+// keeps requests queued meanwhile); false when stop closed first.
+func (s *Server) acquire(stop <-chan struct{}) bool {
+	for {
+		n := s.active.Load()
+		if n < int64(s.opts.MaxInflight) {
+			if s.active.CompareAndSwap(n, n+1) {
+				return true
+			}
+			continue
+		}
+		s.mu.Lock()
+		if s.active.Load() < int64(s.opts.MaxInflight) {
+			s.mu.Unlock()
+			continue
+		}
+		if s.slotFree == nil {
+			s.slotFree = make(chan struct{})
+		}
+		ch := s.slotFree
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-stop:
+			return false
+		}
+	}
+}
+
+// release frees a MaxInflight slot.
+func (s *Server) release() {
+	if s.active.Add(-1) != int64(s.opts.MaxInflight)-1 {
+		return // nobody can be waiting: it was not full
+	}
+	s.mu.Lock()
+	if s.slotFree != nil {
+		close(s.slotFree)
+		s.slotFree = nil
+	}
+	s.mu.Unlock()
 }
 
 // replyMalformed answers a request that could not be decoded with EIO,
@@ -620,14 +781,21 @@ func (s *Server) interrupt(c *Conn, h *abi.InHeader, payload []byte) {
 	}
 	s.mu.Lock()
 	r := s.inflight[in.Unique]
+	readers := s.readers
 	s.mu.Unlock()
-	if r == nil {
-		// Not read yet on another reader, or already answered: ask the kernel
-		// to queue the interrupt again (it drops it if the request is done).
-		s.replyError(c, h.Unique, syscall.EAGAIN)
+	if r != nil && r.ctx.cancelIf(in.Unique) {
 		return
 	}
-	r.ctx.cancel()
+	for _, sl := range readers {
+		// Request objects are reused: cancelIf checks that r still is
+		// the request asked about.
+		if r := sl.cur.Load(); r != nil && r.ctx.cancelIf(in.Unique) {
+			return
+		}
+	}
+	// Not read yet on another reader, or already answered: ask the kernel
+	// to queue the interrupt again (it drops it if the request is done).
+	s.replyError(c, h.Unique, syscall.EAGAIN)
 }
 
 func (s *Server) forget(h *abi.InHeader, payload []byte) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
+	"github.com/fusegate/fusegate/policy"
 )
 
 const (
@@ -102,10 +103,20 @@ func (fs *FS) timeouts(ctx context.Context, c *fusedev.Caller, parent *node, nam
 	return fs.opts.Timeouts(ctx, e)
 }
 
+// entryTimeouts are the cache timeouts of an entry: the policy's when d
+// was decided by one, else the Timeouts hook's or the defaults.
+func (fs *FS) entryTimeouts(ctx context.Context, c *fusedev.Caller, parent *node, name string, st *unix.Statx_t, d *policy.Decision) Timeouts {
+	if d != nil && decided(d) {
+		return timeoutsOf(d)
+	}
+	return fs.timeouts(ctx, c, parent, name, st)
+}
+
 // fillEntry answers an entry for node n (name in parent) whose attributes
-// are st.
-func (fs *FS) fillEntry(ctx context.Context, c *fusedev.Caller, parent *node, name string, n *node, st *unix.Statx_t, out *abi.EntryOut) {
-	t := fs.timeouts(ctx, c, parent, name, st)
+// are st; d is the policy's decision that allowed it (nil or undecided: no
+// policy).
+func (fs *FS) fillEntry(ctx context.Context, c *fusedev.Caller, parent *node, name string, n *node, st *unix.Statx_t, d *policy.Decision, out *abi.EntryOut) {
+	t := fs.entryTimeouts(ctx, c, parent, name, st, d)
 	out.NodeID = n.id
 	out.Generation = fs.gen
 	out.EntryValid, out.EntryValidNsec = ttl(t.Entry)
@@ -114,10 +125,22 @@ func (fs *FS) fillEntry(ctx context.Context, c *fusedev.Caller, parent *node, na
 	fs.fillAttr(&out.Attr, st)
 }
 
-// fillAttrOut answers attributes of n.
-func (fs *FS) fillAttrOut(n *node, st *unix.Statx_t, out *abi.AttrOut) {
-	out.AttrValid, out.AttrValidNsec = ttl(nodeTTL(n))
+// fillAttrOut answers attributes of n; d is the policy's decision that
+// allowed it, as for fillEntry.
+func (fs *FS) fillAttrOut(n *node, st *unix.Statx_t, d *policy.Decision, out *abi.AttrOut) {
+	out.AttrValid, out.AttrValidNsec = ttl(fs.attrTTL(n, d))
 	fs.fillAttr(&out.Attr, st)
+}
+
+// attrTTL is the attribute timeout of n: the policy's for the path when d
+// was decided by one (remembered in n), else the one last given with its
+// entry.
+func (fs *FS) attrTTL(n *node, d *policy.Decision) time.Duration {
+	if d != nil && decided(d) {
+		n.attrTTL.Store(int64(d.AttrTimeout))
+		return d.AttrTimeout
+	}
+	return nodeTTL(n)
 }
 
 // nodeTTL is the attribute timeout last decided for n.

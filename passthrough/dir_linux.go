@@ -11,6 +11,7 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
+	"github.com/fusegate/fusegate/policy"
 )
 
 // dirStream is the reading position of an open directory.
@@ -36,14 +37,17 @@ func (d *dirStream) free() {
 }
 
 // Opendir opens a directory as the caller. Listings are cached by the
-// kernel, and kept across opens while the directory did not change.
+// kernel, and kept across opens while the directory did not change; not
+// under a policy, where a listing is filtered for its caller and the
+// kernel's cache of it would be shared by all.
 func (fs *FS) Opendir(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out *abi.OpenOut) error {
 	n, nfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	d, err := fs.admit(ctx, r, target{n: n, fd: nfd}, reqArgs{})
+	if err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
@@ -53,6 +57,15 @@ func (fs *FS) Opendir(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, o
 		return err
 	}
 	h := &handle{n: n, fd: fd, dir: true, ds: &dirStream{}, flags: in.Flags}
+	out.Fh = fs.addHandle(h)
+	if decided(&d) {
+		// No FOPEN_CACHE_DIR and no FOPEN_KEEP_CACHE: the kernel drops
+		// what an earlier open may have cached.
+		n.io.mu.Lock()
+		n.io.stampOK = false
+		n.io.mu.Unlock()
+		return nil
+	}
 	out.OpenFlags = abi.FopenCacheDir
 	var st unix.Statx_t
 	if statxFd(fd, &st) == nil {
@@ -64,7 +77,6 @@ func (fs *FS) Opendir(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, o
 		n.io.stamp, n.io.stampOK = s, true
 		n.io.mu.Unlock()
 	}
-	out.Fh = fs.addHandle(h)
 	return nil
 }
 
@@ -96,6 +108,9 @@ func (fs *FS) Readdir(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, o
 
 // Readdirplus lists a directory with each entry's attributes: every entry
 // but "." and ".." is looked up (as LOOKUP would, taking a reference).
+// Under a policy, entries the caller may not look up are left out of both
+// listings (and get no reference), and each entry carries the policy's
+// timeouts for its path.
 func (fs *FS) Readdirplus(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, out *fusedev.DirList) error {
 	return fs.readdir(ctx, r, in, out)
 }
@@ -105,8 +120,13 @@ func (fs *FS) readdir(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, o
 	if h == nil || !h.dir {
 		return syscall.EBADF
 	}
-	if err := fs.gate(ctx, r, h.n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: h.n, fd: h.fd}, reqArgs{}); err != nil {
 		return err
+	}
+	e := fs.ps.pol.Load()
+	var caller policy.Caller
+	if e != nil {
+		caller = fs.callerOf(r)
 	}
 	d := h.ds
 	d.mu.Lock()
@@ -164,20 +184,53 @@ func (fs *FS) readdir(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, o
 			dev = h.n.key.dev
 		}
 		ino = fs.inoOfDev(dev, ino)
-		if !plus {
+		dot := len(nb) <= 2 && (string(nb) == "." || string(nb) == "..")
+		switch {
+		case e != nil && !dot:
+			name := string(nb)
+			var st unix.Statx_t
+			stp := statOrNil(statxAt(h.fd, name, &st), &st)
+			v := e.visible(ctx, fs, &caller, h.n, name, stp)
+			if !v.Allowed {
+				fs.stats.filtered.Add(1)
+				break
+			}
+			if !plus {
+				if !out.Add(name, ino, typ, off) {
+					return nil
+				}
+				break
+			}
+			ent := out.AddPlus(name, ino, typ, off)
+			if ent == nil {
+				return nil
+			}
+			if stp == nil {
+				break
+			}
+			n, err := fs.find(h.n, h.fd, name, &st)
+			if err != nil {
+				break
+			}
+			fs.fillEntry(ctx, &r.Caller, h.n, name, n, &st, &v, ent)
+		case !plus:
 			// DirList copies the name: a string over the buffer will do.
 			if !out.Add(unsafe.String(unsafe.SliceData(nb), len(nb)), ino, typ, off) {
 				return nil
 			}
-		} else {
+		default:
 			name := string(nb)
-			e := out.AddPlus(name, ino, typ, off)
-			if e == nil {
+			ent := out.AddPlus(name, ino, typ, off)
+			if ent == nil {
 				return nil
 			}
-			if name != "." && name != ".." {
-				if err := fs.lookup(ctx, &r.Caller, h.n, h.fd, name, e, false); err != nil {
-					*e = abi.EntryOut{}
+			if !dot {
+				var st unix.Statx_t
+				if statxAt(h.fd, name, &st) != nil {
+					break
+				}
+				if n, err := fs.find(h.n, h.fd, name, &st); err == nil {
+					fs.fillEntry(ctx, &r.Caller, h.n, name, n, &st, nil, ent)
 				}
 			}
 		}

@@ -31,10 +31,20 @@
 // otherwise. Without passthrough (mode off, or the kernel refuses) the
 // daemon serves reads and writes and says so once in the log.
 //
-// Every request passes through one gate (FS.gate, Options.Check) before it
-// touches the lower tree; that is where the per-caller policy plugs in. A
-// per-open hook (Options.AllowPassthrough) and a per-entry hook
-// (Options.Timeouts) are the policy's other levers.
+// Every request passes through one gate (FS.admit) before it touches the
+// lower tree. With Options.Policy, a policy.Engine decides there, from the
+// uid, gid and pid of the request header, every operation the request makes
+// on the paths it touches (policy_linux.go: the request → operation
+// mapping, both ends of renames and links, the owner and type of the object
+// from the lower file system); a denial answers the policy's errno and is
+// audited. Listings leave out what the caller may not look up, entries
+// carry the policy's cache timeouts (0 where the answer depends on the
+// caller), opens use passthrough only where the policy allows it, and
+// redacted opens are served by the daemon (FOPEN_DIRECT_IO) with the
+// redacted bytes zeroed. SetPolicy replaces the policy of a live mount and
+// invalidates what the kernel cached. Options.Check, a per-open hook
+// (Options.AllowPassthrough) and a per-entry hook (Options.Timeouts) serve
+// other gates.
 //
 // The package must never touch its own mount: a daemon that makes system
 // calls on the file system it serves can deadlock. Lookups use

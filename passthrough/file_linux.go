@@ -9,6 +9,8 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
+	"github.com/fusegate/fusegate/policy"
+	"github.com/fusegate/fusegate/policy/redact"
 )
 
 // handle is an open file or directory: a real descriptor of the lower
@@ -17,8 +19,9 @@ type handle struct {
 	n      *node
 	fd     int
 	dir    bool
-	pt     bool // counted in n.io.ptOpens (kernel passthrough is set up)
-	cached bool // counted in n.io.cachedOpens (the kernel page cache is used)
+	pt     bool       // counted in n.io.ptOpens (kernel passthrough is set up)
+	cached bool       // counted in n.io.cachedOpens (the kernel page cache is used)
+	rd     *redaction // a redacted open (counted in n.io.redacted): reads zero its ranges
 	wrote  atomic.Bool
 	ds     *dirStream // directories
 	flags  uint32     // open(2) flags, to reopen it after a restart
@@ -111,9 +114,16 @@ func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out 
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gateOpen(ctx, r, n, "", in.Flags); err != nil {
+	var st unix.Statx_t
+	t := target{n: n, fd: nfd}
+	if fs.ps.pol.Load() != nil {
+		t.st, t.fd = t.attrs(&st), -1
+	}
+	d, err := fs.admit(ctx, r, t, reqArgs{openFlags: in.Flags})
+	if err != nil {
 		return err
 	}
+	mode := fs.ioModeFor(ctx, &d, n, "", t.st)
 	as := fs.become(&r.Caller)
 	fd, err := fs.openat(unix.AT_FDCWD, procPath(nfd), openFlags(in.Flags), 0)
 	fs.done(as)
@@ -121,12 +131,29 @@ func (fs *FS) Open(ctx context.Context, r *fusedev.Request, in *abi.OpenIn, out 
 		return err
 	}
 	h := &handle{n: n, fd: fd, flags: in.Flags}
-	fs.setupIO(ctx, r, h, in.Flags, false, out)
+	if err := fs.setupIO(ctx, r, h, in.Flags, false, mode, d.Redact, out); err != nil {
+		unix.Close(fd)
+		return err
+	}
 	out.Fh = fs.addHandle(h)
 	return nil
 }
 
-// Create creates and opens a regular file as the caller.
+// ioModeFor is the I/O mode of an open the policy allowed with d (ioAny
+// without a policy); the file is name in n (n itself when name is ""),
+// with attributes st.
+func (fs *FS) ioModeFor(ctx context.Context, d *policy.Decision, n *node, name string, st *unix.Statx_t) ioMode {
+	e := fs.ps.pol.Load()
+	if e == nil || !decided(d) || st == nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ioAny
+	}
+	return e.ioModeOf(ctx, d, objectOf(policyPath(fs.pathOf(n, name)), st))
+}
+
+// Create creates and opens a regular file as the caller. Under a policy, a
+// name that exists is decided as an open of it; a free one as a creation,
+// made with O_EXCL so that a file appearing meanwhile is not opened on the
+// strength of a creation decision.
 func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, name string, entry *abi.EntryOut, out *abi.OpenOut) error {
 	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
@@ -136,38 +163,87 @@ func (fs *FS) Create(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, 
 	if err := validName(name); err != nil {
 		return err
 	}
-	if err := fs.gateOpen(ctx, r, p, name, in.Flags); err != nil {
-		return err
-	}
-	// O_NOFOLLOW: a symlink that appeared under the name since the kernel
-	// looked it up is not followed out of the tree.
-	flags := int(in.Flags)&^(unix.O_NOCTTY|unix.O_DIRECT) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	defer fs.entryLock()()
 	it := fs.st.begin(r)
-	if it.done || it.uncertain {
-		// A predecessor created it (or may have): open what is there.
-		if it.err != nil {
-			return it.err
+	if it.done && it.err != nil {
+		return it.err // a predecessor did it, and failed
+	}
+	// A predecessor created it (or may have): open what is there,
+	// decided as the creation it was.
+	redo := it.done || it.uncertain
+	for try := 0; ; try++ {
+		// O_NOFOLLOW: a symlink that appeared under the name since the
+		// kernel looked it up is not followed out of the tree.
+		flags := int(in.Flags)&^(unix.O_NOCTTY|unix.O_DIRECT) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		var st unix.Statx_t
+		t := target{n: p, name: name, fd: pfd}
+		x := reqArgs{openFlags: in.Flags}
+		if fs.ps.pol.Load() != nil {
+			t.st, t.fd = t.attrs(&st), -1
+			if redo {
+				t.st = nil
+			}
+			x.exists = t.st != nil
+			switch {
+			case redo:
+			case x.exists:
+				// Opened, not created, as decided.
+				flags &^= unix.O_CREAT
+			default:
+				flags |= unix.O_EXCL
+			}
 		}
-		flags &^= unix.O_EXCL | unix.O_TRUNC
+		if redo {
+			flags &^= unix.O_EXCL | unix.O_TRUNC
+		}
+		d, err := fs.admit(ctx, r, t, x)
+		if err != nil {
+			it.finish(err)
+			return err
+		}
+		if x.exists && in.Flags&unix.O_EXCL != 0 {
+			it.finish(syscall.EEXIST)
+			return syscall.EEXIST
+		}
+		mode := fs.ioModeFor(ctx, &d, p, name, t.st)
+		as := fs.become(&r.Caller)
+		fd, err := fs.openat(pfd, name, flags, in.Mode&07777)
+		fs.done(as)
+		if decided(&d) && try < 3 && (err == unix.EEXIST && !x.exists && !redo && in.Flags&unix.O_EXCL == 0 || err == unix.ENOENT && x.exists) {
+			// Created or removed by someone else meanwhile: decide
+			// again on what is there now.
+			continue
+		}
+		it.finish(err)
+		if err != nil {
+			return err
+		}
+		if mode == ioAny && !x.exists && decided(&d) {
+			// A new file: is it one that others would read redacted?
+			var nst unix.Statx_t
+			if statxFd(fd, &nst) == nil {
+				mode = fs.ioModeFor(ctx, &d, p, name, &nst)
+			}
+		}
+		return fs.opened(ctx, r, p, name, fd, in.Flags, &d, mode, entry, out)
 	}
-	as := fs.become(&r.Caller)
-	fd, err := fs.openat(pfd, name, flags, in.Mode&07777)
-	fs.done(as)
-	it.finish(err)
-	if err != nil {
-		return err
-	}
-	return fs.opened(ctx, r, p, name, fd, in.Flags, entry, out)
 }
 
-// Tmpfile creates an unnamed file in the directory (O_TMPFILE) as the caller.
+// Tmpfile creates an unnamed file in the directory (O_TMPFILE) as the
+// caller. Under a policy it answers EOPNOTSUPP (the kernel then stops
+// sending it, and callers fall back to named files, each decided): an
+// unnamed file has no path to decide on.
 func (fs *FS) Tmpfile(ctx context.Context, r *fusedev.Request, in *abi.CreateIn, entry *abi.EntryOut, out *abi.OpenOut) error {
+	if fs.ps.pol.Load() != nil {
+		return syscall.EOPNOTSUPP
+	}
 	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
 		return err
 	}
 	defer fs.put(p)
-	if err := fs.gateOpen(ctx, r, p, "", in.Flags); err != nil {
+	d, err := fs.admit(ctx, r, target{n: p, fd: -1}, reqArgs{openFlags: in.Flags})
+	if err != nil {
 		return err
 	}
 	flags := int(in.Flags)&^(unix.O_CREAT|unix.O_NOCTTY|unix.O_DIRECT|unix.O_NOFOLLOW) | unix.O_TMPFILE | unix.O_CLOEXEC
@@ -177,11 +253,11 @@ func (fs *FS) Tmpfile(ctx context.Context, r *fusedev.Request, in *abi.CreateIn,
 	if err != nil {
 		return err
 	}
-	return fs.opened(ctx, r, p, "", fd, in.Flags, entry, out)
+	return fs.opened(ctx, r, p, "", fd, in.Flags, &d, ioAny, entry, out)
 }
 
 // opened finishes CREATE and TMPFILE: fd is the new open file.
-func (fs *FS) opened(ctx context.Context, r *fusedev.Request, p *node, name string, fd int, flags uint32, entry *abi.EntryOut, out *abi.OpenOut) error {
+func (fs *FS) opened(ctx context.Context, r *fusedev.Request, p *node, name string, fd int, flags uint32, d *policy.Decision, mode ioMode, entry *abi.EntryOut, out *abi.OpenOut) error {
 	var st unix.Statx_t
 	if err := statxFd(fd, &st); err != nil {
 		unix.Close(fd)
@@ -193,9 +269,14 @@ func (fs *FS) opened(ctx context.Context, r *fusedev.Request, p *node, name stri
 		return err
 	}
 	n := fs.adopt(p, name, pfd, &st)
-	fs.fillEntry(ctx, &r.Caller, p, name, n, &st, entry)
 	h := &handle{n: n, fd: fd, flags: flags}
-	fs.setupIO(ctx, r, h, flags, true, out)
+	if err := fs.setupIO(ctx, r, h, flags, true, mode, d.Redact, out); err != nil {
+		// The entry is not answered: drop the reference adopt took.
+		unix.Close(fd)
+		fs.Forget(n.id, 1)
+		return err
+	}
+	fs.fillEntry(ctx, &r.Caller, p, name, n, &st, d, entry)
 	out.Fh = fs.addHandle(h)
 	return nil
 }
@@ -203,20 +284,35 @@ func (fs *FS) opened(ctx context.Context, r *fusedev.Request, p *node, name stri
 // setupIO chooses how an open of a regular file does its I/O, in an order
 // that never makes the kernel refuse the open (fs/fuse/iomode.c):
 //
-//   - kernel passthrough when it is available, the hook allows it and no
-//     open of the inode uses the page cache; the inode's backing id is
-//     registered at its first such open and shared by the others;
+//   - kernel passthrough when it is available, the hook and the policy
+//     allow it (mode ioAny) and no open of the inode uses the page cache or
+//     is redacted; the inode's backing id is registered at its first such
+//     open and shared by the others;
 //   - otherwise, while the inode has passthrough opens, FOPEN_PASSTHROUGH
 //     with FOPEN_DIRECT_IO: the kernel sends reads and writes to the daemon
 //     (mmap still uses the backing file);
+//   - for redacted opens (ioRedact) and opens of files others read redacted
+//     (ioDirect), FOPEN_DIRECT_IO without passthrough and without the page
+//     cache (see below);
 //   - otherwise the page cache, kept across opens while the lower file did
 //     not change (FOPEN_KEEP_CACHE).
-func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags uint32, create bool, out *abi.OpenOut) {
+//
+// A redacted open must never be FOPEN_PASSTHROUGH (its mmap would map the
+// backing file, unredacted) and must not share the inode's page cache with
+// unredacted opens, so it is refused (EBUSY) while the inode has
+// passthrough or page-cache opens, which only opens made before a policy
+// change can be: under one policy every open of a file that some caller
+// reads redacted is ioDirect or ioRedact, and while a redacted open exists
+// every other open of the inode is made ioDirect too.
+func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags uint32, create bool, mode ioMode, red policy.Redaction, out *abi.OpenOut) error {
 	n := h.n
 	io := &n.io
-	if fs.pt.enabled() && !fs.mustKillPriv(r, h, flags) && fs.allowPT(ctx, r, n, flags, create) {
+	if mode == ioRedact || mode == ioDirect {
+		return fs.setupDirect(h, flags, mode, red, out)
+	}
+	if mode == ioAny && fs.pt.enabled() && !fs.mustKillPriv(r, h, flags) && fs.allowPT(ctx, r, n, flags, create) {
 		io.mu.Lock()
-		if io.cachedOpens == 0 {
+		if io.cachedOpens == 0 && io.redacted == 0 {
 			if io.backing == 0 {
 				srv := fs.srv.Load()
 				if srv != nil {
@@ -233,7 +329,7 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 					}
 				}
 			}
-			if io.backing != 0 {
+			if io.backing != 0 && io.redacted == 0 {
 				io.ptOpens++
 				io.stampOK = false // the page cache is bypassed from now on
 				h.pt = true
@@ -241,20 +337,24 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 				out.BackingID = io.backing
 				io.mu.Unlock()
 				fs.stats.ptOpens.Add(1)
-				return
+				return nil
 			}
 		}
 		io.mu.Unlock()
 	}
-	fs.stats.daemonOpens.Add(1)
 	io.mu.Lock()
+	if io.redacted > 0 {
+		io.mu.Unlock()
+		return fs.setupDirect(h, flags, ioDirect, 0, out)
+	}
 	defer io.mu.Unlock()
+	fs.stats.daemonOpens.Add(1)
 	if io.ptOpens > 0 {
 		io.ptOpens++
 		h.pt = true
 		out.OpenFlags = abi.FopenPassthrough | abi.FopenDirectIO
 		out.BackingID = io.backing
-		return
+		return nil
 	}
 	io.cachedOpens++
 	h.cached = true
@@ -269,6 +369,46 @@ func (fs *FS) setupIO(ctx context.Context, r *fusedev.Request, h *handle, flags 
 	if flags&unix.O_ACCMODE == unix.O_RDONLY {
 		out.OpenFlags |= fs.noflush()
 	}
+	return nil
+}
+
+// setupDirect sets up a redacted open (ioRedact, with the redactions red)
+// or an unredacted one of a redactable file (ioDirect): FOPEN_DIRECT_IO, no
+// FOPEN_PASSTHROUGH, no FOPEN_KEEP_CACHE. Their reads and writes go to the
+// daemon and bypass the page cache; only a MAP_PRIVATE mmap of them fills
+// it, through its own handle (the kernel has no flag to refuse that).
+func (fs *FS) setupDirect(h *handle, flags uint32, mode ioMode, red policy.Redaction, out *abi.OpenOut) error {
+	io := &h.n.io
+	io.mu.Lock()
+	defer io.mu.Unlock()
+	if mode == ioRedact {
+		if io.ptOpens > 0 || io.cachedOpens > 0 {
+			return syscall.EBUSY
+		}
+		io.redacted++
+		h.rd = &redaction{what: red}
+		fs.stats.redactedOpens.Add(1)
+	} else if io.ptOpens > 0 {
+		// Unredacted, and the inode is in passthrough mode (opens made
+		// before the policy changed): join it, served by the daemon.
+		io.ptOpens++
+		h.pt = true
+		out.OpenFlags = abi.FopenPassthrough | abi.FopenDirectIO
+		out.BackingID = io.backing
+		fs.stats.daemonOpens.Add(1)
+		return nil
+	} else {
+		fs.stats.directOpens.Add(1)
+	}
+	fs.stats.daemonOpens.Add(1)
+	// Whatever a MAP_PRIVATE mapping of this open puts in the page cache
+	// must not be kept for a later cached open.
+	io.stampOK = false
+	out.OpenFlags = abi.FopenDirectIO
+	if flags&unix.O_ACCMODE == unix.O_RDONLY {
+		out.OpenFlags |= fs.noflush()
+	}
+	return nil
 }
 
 // mustKillPriv reports whether writes through this open must clear set-id
@@ -302,10 +442,18 @@ func (fs *FS) Read(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, dest
 	if err != nil {
 		return nil, err
 	}
-	off := int64(in.Offset)
+	if h.rd != nil {
+		return fs.readRedacted(h, int64(in.Offset), dest)
+	}
+	return readFull(h.fd, int64(in.Offset), dest)
+}
+
+// readFull reads dest at off from fd, short only at the end of the file
+// (or on an error after some bytes).
+func readFull(fd int, off int64, dest []byte) ([]byte, error) {
 	got := 0
 	for got < len(dest) {
-		n, err := unix.Pread(h.fd, dest[got:], off+int64(got))
+		n, err := unix.Pread(fd, dest[got:], off+int64(got))
 		if err == unix.EINTR {
 			continue
 		}
@@ -321,6 +469,35 @@ func (fs *FS) Read(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, dest
 		got += n
 	}
 	return dest[:got], nil
+}
+
+// readRedacted reads through a redacted open: the bytes with the redacted
+// ranges zeroed. The ranges are those of the file as it is before and
+// after the read (a writer changing the metadata meanwhile makes it read
+// again), so a read never mixes new bytes with old ranges.
+func (fs *FS) readRedacted(h *handle, off int64, dest []byte) ([]byte, error) {
+	for try := 0; ; try++ {
+		rs, s, err := h.rd.rangesFor(h.fd)
+		if err != nil {
+			return nil, err
+		}
+		data, err := readFull(h.fd, off, dest)
+		if err != nil {
+			return nil, err
+		}
+		var st unix.Statx_t
+		if err := statxFd(h.fd, &st); err != nil {
+			return nil, err
+		}
+		if stampOf(&st) != s {
+			if try < 3 {
+				continue
+			}
+			return nil, syscall.EAGAIN
+		}
+		redact.Apply(data, off, rs)
+		return data, nil
+	}
 }
 
 // Write writes to the lower file (opens not in kernel passthrough).
@@ -386,6 +563,9 @@ func (fs *FS) Release(ctx context.Context, r *fusedev.Request, in *abi.ReleaseIn
 	io := &n.io
 	var closeID int32
 	io.mu.Lock()
+	if h.rd != nil {
+		io.redacted--
+	}
 	if h.pt {
 		io.ptOpens--
 		if io.ptOpens == 0 && io.backing != 0 {
@@ -439,7 +619,7 @@ func (fs *FS) Fallocate(ctx context.Context, r *fusedev.Request, in *abi.Falloca
 	if err != nil {
 		return err
 	}
-	if err := fs.gate(ctx, r, h.n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: h.n, fd: h.fd}, reqArgs{}); err != nil {
 		return err
 	}
 	err = unix.Fallocate(h.fd, in.Mode, int64(in.Offset), int64(in.Length))
@@ -473,7 +653,12 @@ func (fs *FS) CopyFileRange(ctx context.Context, r *fusedev.Request, in *abi.Cop
 	if err != nil {
 		return 0, err
 	}
-	if err := fs.gate(ctx, r, hout.n, ""); err != nil {
+	if hin.rd != nil {
+		// The kernel would copy the lower bytes unredacted: make it
+		// fall back to reading (redacted) and writing.
+		return 0, syscall.EOPNOTSUPP
+	}
+	if _, err := fs.admit(ctx, r, target{n: hout.n, fd: hout.fd}, reqArgs{}); err != nil {
 		return 0, err
 	}
 	offIn, offOut := int64(in.OffIn), int64(in.OffOut)

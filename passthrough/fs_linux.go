@@ -50,6 +50,7 @@ type FS struct {
 	fdc    fdCache
 	groups groupCache
 	stats  counters
+	ps     policyState // Options.Policy and SetPolicy
 
 	source string        // the lower directory as given to New
 	st     *stateTracker // restart state (state_linux.go); nil: none kept
@@ -108,6 +109,7 @@ func New(source string, opts Options) (*FS, error) {
 	}
 	fs.creds.init()
 	fs.groups.init()
+	fs.initPolicy()
 	if opts.Passthrough == PassthroughOff {
 		fs.pt.disable("off")
 	}
@@ -218,6 +220,8 @@ type Stats struct {
 	MaxNodeFds  int    `json:"max_node_fds"`
 	Reopens     uint64 `json:"reopens"`   // node descriptors reopened from a file handle
 	Evictions   uint64 `json:"evictions"` // node descriptors closed to stay under the bound
+	// Policy: the policy's counters, when one is in force.
+	Policy *PolicyStats `json:"policy,omitempty"`
 }
 
 // Stats returns the FS's counters.
@@ -240,14 +244,18 @@ func (fs *FS) Stats() Stats {
 		DaemonOpens: fs.stats.daemonOpens.Load(),
 		Passthrough: fs.pt.enabled(),
 		Fallback:    fs.pt.reason(),
+		Policy:      fs.PolicyStats(),
 	}
 }
 
 type counters struct {
-	backingIDs  atomic.Int64
-	backingOpen atomic.Uint64
-	ptOpens     atomic.Uint64
-	daemonOpens atomic.Uint64
+	backingIDs    atomic.Int64
+	backingOpen   atomic.Uint64
+	ptOpens       atomic.Uint64
+	daemonOpens   atomic.Uint64
+	redactedOpens atomic.Uint64
+	directOpens   atomic.Uint64
+	filtered      atomic.Uint64
 }
 
 // ptState is whether kernel passthrough is in use, and why not.
@@ -297,32 +305,6 @@ func (fs *FS) backingFailed(err error, path func() string) {
 	if !seen {
 		fs.log.WithError(err).WithField("path", path()).Warn("passthrough: cannot register a backing file; this open (and others failing the same way) is served by the daemon")
 	}
-}
-
-// gate is the single place every request passes before it touches the
-// lower tree.
-func (fs *FS) gate(ctx context.Context, r *fusedev.Request, n *node, name string) error {
-	if fs.opts.Check == nil {
-		return nil
-	}
-	return fs.opts.Check(ctx, &Access{Request: r, Name: name, fs: fs, n: n})
-}
-
-// gateOpen is gate for OPEN, CREATE and TMPFILE, whose open(2) flags the
-// gate needs to tell a read from a write.
-func (fs *FS) gateOpen(ctx context.Context, r *fusedev.Request, n *node, name string, flags uint32) error {
-	if fs.opts.Check == nil {
-		return nil
-	}
-	return fs.opts.Check(ctx, &Access{Request: r, Name: name, OpenFlags: flags, fs: fs, n: n})
-}
-
-// gate2 is gate for requests about two names (RENAME, LINK).
-func (fs *FS) gate2(ctx context.Context, r *fusedev.Request, n *node, name string, n2 *node, name2 string) error {
-	if fs.opts.Check == nil {
-		return nil
-	}
-	return fs.opts.Check(ctx, &Access{Request: r, Name: name, NewName: name2, fs: fs, n: n, newParent: n2})
 }
 
 // validName rejects names a sane kernel never sends: they would escape the

@@ -149,7 +149,7 @@ func (fs *FS) Getlk(ctx context.Context, r *fusedev.Request, in *abi.LkIn, out *
 	if err != nil {
 		return err
 	}
-	if err := fs.gate(ctx, r, h.n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: h.n, fd: -1}, reqArgs{}); err != nil {
 		return err
 	}
 	o, err := fs.owner(h.n, h, in.Owner, in.Lk.PID)
@@ -206,7 +206,7 @@ func (fs *FS) setlk(ctx context.Context, r *fusedev.Request, in *abi.LkIn, wait 
 	if err != nil {
 		return err
 	}
-	if err := fs.gate(ctx, r, h.n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: h.n, fd: -1}, reqArgs{}); err != nil {
 		return err
 	}
 	if in.LkFlags&abi.LkFlock != 0 {

@@ -59,6 +59,7 @@ type ioState struct {
 	backing     int32 // guarded by mu: backing id registered for the inode, 0 if none
 	ptOpens     int   // guarded by mu: opens answered with FOPEN_PASSTHROUGH
 	cachedOpens int   // guarded by mu: opens using the kernel page cache
+	redacted    int   // guarded by mu: redacted opens (FOPEN_DIRECT_IO, reads zeroed in ranges)
 	stamp       stamp // guarded by mu: the lower file when the page cache was last known good
 	stampOK     bool  // guarded by mu
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
+	"github.com/fusegate/fusegate/policy"
 )
 
 // Lookup finds name in the directory r.NodeID.
@@ -18,9 +19,6 @@ func (fs *FS) Lookup(ctx context.Context, r *fusedev.Request, name string, out *
 		return err
 	}
 	defer fs.put(p)
-	if err := fs.gate(ctx, r, p, name); err != nil {
-		return err
-	}
 	switch name {
 	case ".", "..":
 		// Only sent for exported file systems; ".." at the root stays there.
@@ -38,44 +36,58 @@ func (fs *FS) Lookup(ctx context.Context, r *fusedev.Request, name string, out *
 		}
 		defer fs.put(n)
 		var st unix.Statx_t
-		if err := statxFd(fd, &st); err != nil {
+		serr := statxFd(fd, &st)
+		d, err := fs.admit(ctx, r, target{n: n, st: statOrNil(serr, &st), fd: -1}, reqArgs{})
+		if err != nil {
 			return err
 		}
+		if serr != nil {
+			return serr
+		}
 		fs.ref(n)
-		fs.fillEntry(ctx, &r.Caller, p, name, n, &st, out)
+		fs.fillEntry(ctx, &r.Caller, p, name, n, &st, &d, out)
 		return nil
 	}
 	if err := validName(name); err != nil {
 		return err
 	}
-	as := fs.become(&r.Caller)
-	err = fs.lookup(ctx, &r.Caller, p, pfd, name, out, true)
-	fs.done(as)
-	return err
-}
-
-// lookup resolves name in p without following a symlink and fills out,
-// taking one lookup reference. A missing name answers a negative entry
-// when negative caching is on (negative), else ENOENT.
-func (fs *FS) lookup(ctx context.Context, c *fusedev.Caller, p *node, pfd int, name string, out *abi.EntryOut, negative bool) error {
+	// The name's attributes, as the caller sees the lower directory, are
+	// what the policy decides on.
 	var st unix.Statx_t
-	if err := statxAt(pfd, name, &st); err != nil {
-		if err == unix.ENOENT && negative {
-			t := fs.timeouts(ctx, c, p, name, nil)
-			if t.Entry > 0 {
+	as := fs.become(&r.Caller)
+	serr := statxAt(pfd, name, &st)
+	fs.done(as)
+	d, err := fs.admit(ctx, r, target{n: p, name: name, st: statOrNil(serr, &st), fd: -1}, reqArgs{})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		if serr == unix.ENOENT {
+			// A negative entry is cached only where the policy
+			// answers every caller alike (a timeout above zero).
+			if t := fs.entryTimeouts(ctx, &r.Caller, p, name, nil, &d); t.Entry > 0 {
 				*out = abi.EntryOut{}
 				out.EntryValid, out.EntryValidNsec = ttl(t.Entry)
 				return nil
 			}
 		}
-		return err
+		return serr
 	}
 	n, err := fs.find(p, pfd, name, &st)
 	if err != nil {
 		return err
 	}
-	fs.fillEntry(ctx, c, p, name, n, &st, out)
+	fs.fillEntry(ctx, &r.Caller, p, name, n, &st, &d, out)
 	return nil
+}
+
+// statOrNil is st when the stat that filled it succeeded, else nil (the
+// object is taken as absent).
+func statOrNil(err error, st *unix.Statx_t) *unix.Statx_t {
+	if err != nil {
+		return nil
+	}
+	return st
 }
 
 // find returns the node of the lower inode st (found as name in p) with one
@@ -106,15 +118,15 @@ func openPath(dirfd int, name string) (int, error) {
 	}
 }
 
-// entryOf answers the entry of name, just created in p (or, for O_TMPFILE
-// and CREATE, the inode fd refers to when fd >= 0).
-func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, pfd int, name string, out *abi.EntryOut) (*node, error) {
+// entryOf answers the entry of name, just created in p; d is the decision
+// that allowed it.
+func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, pfd int, name string, d *policy.Decision, out *abi.EntryOut) (*node, error) {
 	var st unix.Statx_t
 	if err := statxAt(pfd, name, &st); err != nil {
 		return nil, err
 	}
 	n := fs.adopt(p, name, -1, &st)
-	fs.fillEntry(ctx, c, p, name, n, &st, out)
+	fs.fillEntry(ctx, c, p, name, n, &st, d, out)
 	return n, nil
 }
 
@@ -123,15 +135,7 @@ func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, pfd int, 
 func (fs *FS) Getattr(ctx context.Context, r *fusedev.Request, in *abi.GetattrIn, out *abi.AttrOut) error {
 	if in.GetattrFlags&abi.GetattrFh != 0 {
 		if h := fs.handle(in.Fh); h != nil && h.n.id == r.NodeID {
-			if err := fs.gate(ctx, r, h.n, ""); err != nil {
-				return err
-			}
-			var st unix.Statx_t
-			if err := statxFd(h.fd, &st); err != nil {
-				return err
-			}
-			fs.fillAttrOut(h.n, &st, out)
-			return nil
+			return fs.getattr(ctx, r, h.n, h.fd, out)
 		}
 	}
 	n, fd, err := fs.get(r.NodeID)
@@ -139,14 +143,20 @@ func (fs *FS) Getattr(ctx context.Context, r *fusedev.Request, in *abi.GetattrIn
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
-		return err
-	}
+	return fs.getattr(ctx, r, n, fd, out)
+}
+
+func (fs *FS) getattr(ctx context.Context, r *fusedev.Request, n *node, fd int, out *abi.AttrOut) error {
 	var st unix.Statx_t
-	if err := statxFd(fd, &st); err != nil {
+	serr := statxFd(fd, &st)
+	d, err := fs.admit(ctx, r, target{n: n, st: statOrNil(serr, &st), fd: -1}, reqArgs{})
+	if err != nil {
 		return err
 	}
-	fs.fillAttrOut(n, &st, out)
+	if serr != nil {
+		return serr
+	}
+	fs.fillAttrOut(n, &st, &d, out)
 	return nil
 }
 
@@ -158,15 +168,17 @@ func (fs *FS) Statx(ctx context.Context, r *fusedev.Request, in *abi.StatxIn, ou
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
-		return err
-	}
 	var st unix.Statx_t
 	mask := int(in.SxMask) | statxMask
-	if err := unix.Statx(fd, "", statxFlags|unix.AT_EMPTY_PATH, mask, &st); err != nil {
+	serr := unix.Statx(fd, "", statxFlags|unix.AT_EMPTY_PATH, mask, &st)
+	d, err := fs.admit(ctx, r, target{n: n, st: statOrNil(serr, &st), fd: -1}, reqArgs{})
+	if err != nil {
 		return err
 	}
-	out.AttrValid, out.AttrValidNsec = ttl(nodeTTL(n))
+	if serr != nil {
+		return serr
+	}
+	out.AttrValid, out.AttrValidNsec = ttl(fs.attrTTL(n, &d))
 	s := &out.Stat
 	s.Mask = st.Mask
 	s.Blksize = st.Blksize
@@ -194,7 +206,8 @@ func (fs *FS) Setattr(ctx context.Context, r *fusedev.Request, in *abi.SetattrIn
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	d, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{setattrMask: in.Valid})
+	if err != nil {
 		return err
 	}
 	var h *handle
@@ -211,7 +224,7 @@ func (fs *FS) Setattr(ctx context.Context, r *fusedev.Request, in *abi.SetattrIn
 	if err := statxFd(fd, &st); err != nil {
 		return err
 	}
-	fs.fillAttrOut(n, &st, out)
+	fs.fillAttrOut(n, &st, &d, out)
 	return nil
 }
 
@@ -342,7 +355,7 @@ func (fs *FS) Readlink(ctx context.Context, r *fusedev.Request) (string, error) 
 		return "", err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return "", err
 	}
 	var buf [abi.PathMax]byte
@@ -381,12 +394,14 @@ func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *
 	if err := validName(name); err != nil {
 		return err
 	}
-	if err := fs.gate(ctx, r, p, name); err != nil {
-		return err
-	}
+	defer fs.entryLock()()
+	t := target{n: p, name: name, fd: pfd}
 	it := fs.st.begin(r)
+	var d policy.Decision
 	if it.done {
-		err = it.err
+		d, err = fs.redone(ctx, r, t), it.err
+	} else if d, err = fs.admit(ctx, r, t, reqArgs{}); err != nil {
+		it.finish(err)
 	} else {
 		as := fs.become(&r.Caller)
 		err = it.tolerate(mk(pfd), syscall.EEXIST)
@@ -396,7 +411,7 @@ func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *
 	if err != nil {
 		return err
 	}
-	_, err = fs.entryOf(ctx, &r.Caller, p, pfd, name, out)
+	_, err = fs.entryOf(ctx, &r.Caller, p, pfd, name, &d, out)
 	return err
 }
 
@@ -419,12 +434,13 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 	if err := validName(name); err != nil {
 		return err
 	}
-	if err := fs.gate(ctx, r, p, name); err != nil {
-		return err
-	}
 	it := fs.st.begin(r)
 	if it.done {
 		return it.err
+	}
+	if _, err := fs.admit(ctx, r, target{n: p, name: name, fd: pfd}, reqArgs{}); err != nil {
+		it.finish(err)
+		return err
 	}
 	as := fs.become(&r.Caller)
 	err = it.tolerate(unix.Unlinkat(pfd, name, flags), syscall.ENOENT)
@@ -434,7 +450,9 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 }
 
 // Rename renames as the caller (flags: RENAME_NOREPLACE, RENAME_EXCHANGE,
-// RENAME_WHITEOUT) and keeps the nodes' names up to date.
+// RENAME_WHITEOUT) and keeps the nodes' names up to date. Under a policy
+// both ends are decided, and an app moving a directory must be allowed to
+// move everything in it (renameDir).
 func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In, oldName, newName string) error {
 	p, pfd, err := fs.get(r.NodeID)
 	if err != nil {
@@ -452,19 +470,7 @@ func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In,
 	if err := validName(newName); err != nil {
 		return err
 	}
-	if err := fs.gate2(ctx, r, p, oldName, np, newName); err != nil {
-		return err
-	}
-	it := fs.st.begin(r)
-	if it.done {
-		err = it.err
-	} else {
-		as := fs.become(&r.Caller)
-		err = it.tolerate(unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags)), syscall.ENOENT)
-		fs.done(as)
-		it.finish(err)
-	}
-	if err != nil {
+	if err := fs.renameChecked(ctx, r, in, p, pfd, oldName, np, npfd, newName); err != nil {
 		return err
 	}
 	fs.renamed(np, npfd, newName)
@@ -472,6 +478,72 @@ func (fs *FS) Rename(ctx context.Context, r *fusedev.Request, in *abi.Rename2In,
 		fs.renamed(p, pfd, oldName)
 	}
 	return nil
+}
+
+// renameChecked decides a rename and does it.
+func (fs *FS) renameChecked(ctx context.Context, r *fusedev.Request, in *abi.Rename2In, p *node, pfd int, oldName string, np *node, npfd int, newName string) error {
+	it := fs.st.begin(r)
+	if it.done {
+		return it.err // a predecessor did it
+	}
+	err := fs.renameDecided(ctx, r, in, p, pfd, oldName, np, npfd, newName, it)
+	it.finish(err)
+	return err
+}
+
+// renameDecided decides a rename and does it (it: its intent record).
+func (fs *FS) renameDecided(ctx context.Context, r *fusedev.Request, in *abi.Rename2In, p *node, pfd int, oldName string, np *node, npfd int, newName string, it *intent) error {
+	t, t2 := target{n: p, name: oldName, fd: pfd}, target{n: np, name: newName, fd: npfd}
+	exchange := in.Flags&unix.RENAME_EXCHANGE != 0
+	var st, st2 unix.Statx_t
+	var dir, dir2 bool
+	if fs.ps.pol.Load() != nil {
+		t.st, t2.st = t.attrs(&st), t2.attrs(&st2)
+		t.fd, t2.fd = -1, -1
+		dir = t.st != nil && t.st.Mode&unix.S_IFMT == unix.S_IFDIR
+		dir2 = exchange && t2.st != nil && t2.st.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	if dir || dir2 {
+		// Nothing may be created in the tree while it is checked.
+		fs.ps.tree.Lock()
+		defer fs.ps.tree.Unlock()
+		// Decided on what is there now.
+		t.st, t2.st, t.fd, t2.fd = nil, nil, pfd, npfd
+	} else {
+		defer fs.entryLock()()
+	}
+	d, err := fs.admit2(ctx, r, t, t2, reqArgs{renameFlags: in.Flags})
+	if err != nil {
+		return err
+	}
+	if e := fs.ps.pol.Load(); e != nil && decided(&d) && !d.Trusted && (dir || dir2) {
+		c := fs.callerOf(r)
+		from, to := policyPath(fs.pathOf(p, oldName)), policyPath(fs.pathOf(np, newName))
+		check := func(dfd int, name, from, to string) error {
+			var st unix.Statx_t
+			if statxAt(dfd, name, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return nil
+			}
+			fd, err := openPath(dfd, name)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return fs.renameDir(ctx, e, &c, fd, from, to)
+		}
+		if err := check(pfd, oldName, from, to); err != nil {
+			return err
+		}
+		if exchange {
+			if err := check(npfd, newName, to, from); err != nil {
+				return err
+			}
+		}
+	}
+	as := fs.become(&r.Caller)
+	err = it.tolerate(unix.Renameat2(pfd, oldName, npfd, newName, uint(in.Flags)), syscall.ENOENT)
+	fs.done(as)
+	return err
 }
 
 // renamed updates the name of the node now at name in p, if it has one.
@@ -503,12 +575,14 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 	if err := validName(name); err != nil {
 		return err
 	}
-	if err := fs.gate2(ctx, r, p, name, old, ""); err != nil {
-		return err
-	}
+	defer fs.entryLock()()
+	t := target{n: p, name: name, fd: pfd}
 	it := fs.st.begin(r)
+	var d policy.Decision
 	if it.done {
-		err = it.err
+		d, err = fs.redone(ctx, r, t), it.err
+	} else if d, err = fs.admit2(ctx, r, t, target{n: old, fd: ofd}, reqArgs{}); err != nil {
+		it.finish(err)
 	} else {
 		as := fs.become(&r.Caller)
 		// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
@@ -526,7 +600,7 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 		return err
 	}
 	fs.ref(old)
-	fs.fillEntry(ctx, &r.Caller, p, name, old, &st, out)
+	fs.fillEntry(ctx, &r.Caller, p, name, old, &st, &d, out)
 	return nil
 }
 
@@ -537,7 +611,7 @@ func (fs *FS) Statfs(ctx context.Context, r *fusedev.Request, out *abi.StatfsOut
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return err
 	}
 	var s unix.Statfs_t
@@ -558,7 +632,7 @@ func (fs *FS) Access(ctx context.Context, r *fusedev.Request, in *abi.AccessIn) 
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
@@ -569,7 +643,7 @@ func (fs *FS) Access(ctx context.Context, r *fusedev.Request, in *abi.AccessIn) 
 
 // Syncfs syncs the lower file system.
 func (fs *FS) Syncfs(ctx context.Context, r *fusedev.Request) error {
-	if err := fs.gate(ctx, r, fs.root, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: fs.root, fd: fs.syncFd}, reqArgs{}); err != nil {
 		return err
 	}
 	return unix.Syncfs(fs.syncFd)
@@ -582,7 +656,7 @@ func (fs *FS) Setxattr(ctx context.Context, r *fusedev.Request, in *abi.Setxattr
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)
@@ -598,7 +672,7 @@ func (fs *FS) Getxattr(ctx context.Context, r *fusedev.Request, name string, des
 		return 0, err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return 0, err
 	}
 	as := fs.become(&r.Caller)
@@ -614,7 +688,7 @@ func (fs *FS) Listxattr(ctx context.Context, r *fusedev.Request, dest []byte) (i
 		return 0, err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return 0, err
 	}
 	as := fs.become(&r.Caller)
@@ -630,7 +704,7 @@ func (fs *FS) Removexattr(ctx context.Context, r *fusedev.Request, name string) 
 		return err
 	}
 	defer fs.put(n)
-	if err := fs.gate(ctx, r, n, ""); err != nil {
+	if _, err := fs.admit(ctx, r, target{n: n, fd: fd}, reqArgs{}); err != nil {
 		return err
 	}
 	as := fs.become(&r.Caller)

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fusegate/fusegate/fusedev"
+	"github.com/fusegate/fusegate/policy"
 )
 
 // Mode says whether opens use kernel passthrough.
@@ -119,9 +120,26 @@ type Options struct {
 	AttrTimeout     time.Duration
 	NegativeTimeout time.Duration
 
+	// Policy, when set, decides every request from the caller's uid, gid,
+	// groups and pid (policy_linux.go, docs/POLICY.md): requests are mapped
+	// onto policy operations on the paths they touch, denials answer the
+	// policy's errno and are audited, listings leave out what the caller
+	// may not look up, entries carry the policy's cache timeouts (the
+	// Timeouts hook and the default timeouts are then unused), opens use
+	// passthrough only where the policy allows it, and redacted opens are
+	// served by the daemon with the redacted bytes zeroed. SetPolicy
+	// replaces the policy of a live mount.
+	Policy *policy.Engine
+
+	// InvalidateEntries makes SetPolicy invalidate the kernel's cached
+	// names one by one (FUSE_NOTIFY_INVAL_ENTRY), as it does on kernels
+	// without FUSE_NOTIFY_INC_EPOCH (before Linux 6.16), even where the
+	// kernel has it: for testing that path on a current kernel.
+	InvalidateEntries bool
+
 	// Check is the gate every request passes before it touches the lower
-	// tree: a non-nil error (a syscall.Errno) answers the request. nil lets
-	// everything through. This is where a per-caller policy plugs in.
+	// tree, after the Policy: a non-nil error (a syscall.Errno) answers the
+	// request. nil lets everything through.
 	Check func(ctx context.Context, a *Access) error
 
 	// MaxDescriptors bounds the O_PATH descriptors kept for nodes; beyond

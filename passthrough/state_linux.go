@@ -106,7 +106,7 @@ type handleRec struct {
 	state uint64
 	fh    uint64
 	node  uint64
-	flags uint64 // open flags | handlePT | handleCached
+	flags uint64 // open flags | handlePT | handleCached | policyBits (policy_linux.go)
 }
 
 const (
@@ -352,6 +352,7 @@ func (st *stateTracker) openHandle(fs *FS, fh uint64, h *handle) {
 	if h.cached {
 		r.flags |= handleCached
 	}
+	r.flags |= h.policyBits()
 	state := uint64(recFile)
 	if h.dir {
 		state = recDir
@@ -568,6 +569,7 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 		if h.cached {
 			n.io.cachedOpens++
 		}
+		h.restorePolicyBits(hr.flags)
 		fs.openRef(n)
 		fs.hmu.Lock()
 		fs.handles[hr.fh] = h

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/passthrough"
+	"github.com/fusegate/fusegate/policy"
 )
 
 func init() {
@@ -52,8 +53,18 @@ Mount options (-o, comma-separated, as mount(8)):
 
 The daemon runs with umask 0: the kernel applies each caller's umask.
 
+Policy: --policy FILE decides every request of a SOURCE mirror by the
+caller's uid, gid and pid under the policy FILE ("default": the built-in
+Android scoped-storage policy; see docs/POLICY.md and 'fusegate policy').
+The policy then sets the cache timeouts (the *_timeout options are refused
+with it). Denials are logged (rate-limited per caller and rule). SIGHUP
+reloads FILE: a valid policy takes effect on the live mount at once (the
+kernel's cached names are invalidated); an invalid one is rejected with the
+reason and the old policy stays in force.
+
 Counters: --stats-file PATH writes the per-operation request counters and
-the mirror's counters as JSON when fusegate exits and on SIGUSR1.`
+the mirror's counters (with the policy's per-rule counters) as JSON when
+fusegate exits and on SIGUSR1.`
 
 // mountFlags are the parsed options of fusegate mount.
 type mountFlags struct {
@@ -68,6 +79,7 @@ type mountFlags struct {
 	passthrough              passthrough.Mode
 	locks                    passthrough.LockMode
 	statsFile                string
+	policyFile               string // --policy: a file, "default", or "" for none
 }
 
 // parseMirrorOptions applies one -o list to mf: the options of a SOURCE
@@ -149,6 +161,35 @@ func parseMountOptions(list string, m *fusedev.MountOptions) error {
 		}
 	}
 	return nil
+}
+
+// loadMountPolicy reads the --policy setting: "default" is the built-in
+// policy, anything else a policy file.
+func loadMountPolicy(setting string) (*policy.Policy, error) {
+	if setting == "default" {
+		return policy.Default(), nil
+	}
+	return policy.Load(setting)
+}
+
+// policyReloader returns what SIGHUP does for a mount under --policy:
+// read the file again and, if it is valid, make it the policy of the live
+// file system (passthrough.FS.SetPolicy, which also invalidates the
+// kernel's cached names); an invalid file changes nothing.
+func policyReloader(e *env, setting string, pfs *passthrough.FS) func() {
+	return func() {
+		p, err := loadMountPolicy(setting)
+		if err != nil {
+			e.log.WithError(err).Error("policy reload rejected; the old policy stays in force")
+			return
+		}
+		inv, err := pfs.SetPolicy(p)
+		if err != nil {
+			e.log.WithError(err).Error("policy reload failed; the old policy stays in force")
+			return
+		}
+		e.log.WithFields(map[string]any{"policy": p.Name(), "file": setting, "invalidated": inv.String()}).Info("policy reloaded")
+	}
 }
 
 // clearStale unmounts a FUSE mount at mountpoint whose server is gone. It

@@ -19,6 +19,7 @@ import (
 	"github.com/fusegate/fusegate/fusedev/abi"
 	"github.com/fusegate/fusegate/internal/demofs"
 	"github.com/fusegate/fusegate/passthrough"
+	"github.com/fusegate/fusegate/policy"
 )
 
 func runMount(ctx context.Context, e *env, args []string) int {
@@ -32,6 +33,7 @@ func runMount(ctx context.Context, e *env, args []string) int {
 	ptMode := fs.String("passthrough", "auto", "kernel passthrough for a SOURCE mirror: `MODE` is auto (when the kernel and privileges allow), on (required) or off")
 	lockMode := fs.String("locks", "kernel", "where a SOURCE mirror's POSIX and flock locks live: `WHERE` is kernel (exact between the mount's users) or lower (on the lower files, so they also exclude the lower directory's direct users)")
 	fs.StringVar(&mf.statsFile, "stats-file", "", "write request and mirror counters as JSON to `PATH` on exit and on SIGUSR1")
+	fs.StringVar(&mf.policyFile, "policy", "", "decide every request of a SOURCE mirror by the policy `FILE` (\"default\": the built-in one); SIGHUP reloads it")
 	pos, code, ok := e.parse(fs, args)
 	if !ok {
 		return code
@@ -48,6 +50,9 @@ func runMount(ctx context.Context, e *env, args []string) int {
 		return e.usageError(fs, "--readers must not be negative")
 	}
 	if *demo {
+		if mf.policyFile != "" {
+			return e.usageError(fs, "--policy applies to a SOURCE mirror, not --demo")
+		}
 		if len(pos) != 1 {
 			return e.usageError(fs, "want exactly one MOUNTPOINT, got %d arguments", len(pos))
 		}
@@ -75,6 +80,15 @@ func runMount(ctx context.Context, e *env, args []string) int {
 		return e.fail("source: %v", err)
 	} else if !st.IsDir() {
 		return e.fail("source %s is not a directory", source)
+	}
+	var pol *policy.Policy
+	if mf.policyFile != "" {
+		if mf.entryTimeout != nil || mf.attrTimeout != nil || mf.negativeTimeout != nil {
+			return e.usageError(fs, "-o entry_timeout, attr_timeout and negative_timeout do not go with --policy: the policy sets the cache timeouts")
+		}
+		if pol, err = loadMountPolicy(mf.policyFile); err != nil {
+			return e.fail("%v", err)
+		}
 	}
 	if mf.opts.FSName == "" {
 		mf.opts.FSName = source
@@ -104,11 +118,21 @@ func runMount(ctx context.Context, e *env, args []string) int {
 		if mf.negativeTimeout != nil {
 			popts.NegativeTimeout = noCache(*mf.negativeTimeout)
 		}
+		if pol != nil {
+			popts.Policy = policy.NewEngine(pol, policy.Options{Logger: e.log})
+			// Tests of the invalidation older kernels get (no INC_EPOCH).
+			popts.InvalidateEntries = os.Getenv("FUSEGATE_TEST_ONLY_INVAL_ENTRIES") == "1"
+		}
 		pfs, err := passthrough.New(source, popts)
 		if err != nil {
 			return served{}, err
 		}
-		return served{fsys: pfs, flags: pfs.InitFlags(), stats: func() any { return pfs.Stats() }, readahead: true}, nil
+		sv := served{fsys: pfs, flags: pfs.InitFlags(), stats: func() any { return pfs.Stats() }, readahead: true}
+		if pol != nil {
+			e.log.WithFields(map[string]any{"policy": pol.Name(), "file": mf.policyFile}).Info("policy in force")
+			sv.reload = policyReloader(e, mf.policyFile, pfs)
+		}
+		return sv, nil
 	})
 }
 
@@ -152,6 +176,7 @@ type served struct {
 	flags     abi.InitFlags // INIT flags to ask for; 0: fusedev's defaults
 	stats     func() any    // extra counters for --stats-file
 	readahead bool          // raise the mount's readahead to max_write
+	reload    func()        // what SIGHUP does (nil: nothing to reload)
 }
 
 // raiseReadahead sets the readahead of the mount's backing device info to
@@ -230,7 +255,7 @@ func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, 
 	srv := fusedev.NewServer(conn, sv.fsys, fusedev.Options{Logger: e.log, Readers: mf.readers, Flags: sv.flags})
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	writeStats := func() {
 		if mf.statsFile == "" {
@@ -270,6 +295,14 @@ func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, 
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR1 {
 				writeStats()
+				continue
+			}
+			if sig == syscall.SIGHUP {
+				if sv.reload == nil {
+					e.log.Info("SIGHUP: nothing to reload (no --policy)")
+				} else {
+					sv.reload()
+				}
 				continue
 			}
 			if premounted {

@@ -9,10 +9,6 @@ import (
 
 	"github.com/fusegate/fusegate/config"
 	"github.com/fusegate/fusegate/fusedev"
-	"github.com/fusegate/fusegate/fusedev/abi"
-	"github.com/fusegate/fusegate/passthrough"
-	"github.com/fusegate/fusegate/policy"
-	"golang.org/x/sys/unix"
 )
 
 // Runs of the daemon itself are in tests/serve (host) and tests/systemd
@@ -53,47 +49,6 @@ func TestMountOptions(t *testing.T) {
 	for _, bad := range []string{"max_read=x", "max_read=0", "turbo"} {
 		if _, err := mountOptions(config.Mount{Name: "m", Options: []string{bad}}, fusedev.MountNamespace{}); err == nil {
 			t.Errorf("option %q accepted", bad)
-		}
-	}
-}
-
-func TestOpsOf(t *testing.T) {
-	for _, tc := range []struct {
-		op    abi.Opcode
-		flags uint32
-		want  policy.Op
-		want2 policy.Op
-	}{
-		{abi.OpLookup, 0, policy.OpLookup, 0},
-		{abi.OpGetattr, 0, policy.OpLookup, 0},
-		{abi.OpReaddirplus, 0, policy.OpReadDir, 0},
-		{abi.OpOpen, unix.O_RDONLY, policy.OpRead, 0},
-		{abi.OpOpen, unix.O_RDONLY | unix.O_TRUNC, policy.OpWrite, 0},
-		{abi.OpOpen, unix.O_WRONLY, policy.OpWrite, 0},
-		{abi.OpOpen, unix.O_RDWR, policy.OpWrite, 0},
-		{abi.OpCreate, unix.O_WRONLY, policy.OpCreate, 0},
-		{abi.OpMkdir, 0, policy.OpMkdir, 0},
-		{abi.OpUnlink, 0, policy.OpDelete, 0},
-		{abi.OpRename2, 0, policy.OpRenameFrom, policy.OpRenameTo},
-		{abi.OpLink, 0, policy.OpCreate, policy.OpRenameFrom},
-		{abi.OpSetattr, 0, policy.OpSetattr, 0},
-		{abi.OpSetxattr, 0, policy.OpWrite, 0},
-		{abi.OpRead, 0, 0, 0},
-		{abi.OpRelease, 0, 0, 0},
-		{abi.OpStatfs, 0, 0, 0},
-	} {
-		a := &passthrough.Access{Request: &fusedev.Request{Opcode: tc.op}, OpenFlags: tc.flags}
-		op, op2, _ := opsOf(a)
-		if op != tc.want || op2 != tc.want2 {
-			t.Errorf("%v flags %#o: %v, %v; want %v, %v", tc.op, tc.flags, op, op2, tc.want, tc.want2)
-		}
-	}
-}
-
-func TestPolicyPath(t *testing.T) {
-	for in, want := range map[string]string{"/": "", "/a": "a", "/a/b": "a/b"} {
-		if got := policyPath(in); got != want {
-			t.Errorf("policyPath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

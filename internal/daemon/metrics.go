@@ -29,6 +29,10 @@ func latencyBounds() []float64 {
 //	fusegate_requests_in_flight{mount}                       gauge
 //	fusegate_policy_decisions_total{mount,rule}              counter (reset when a reload changes the policy)
 //	fusegate_policy_denials_total{mount,rule}                counter (idem)
+//	fusegate_policy_audit_logged_total{mount,rule}           counter: denials logged (idem)
+//	fusegate_policy_audit_suppressed_total{mount,rule}       counter: denials not logged by the rate limit (idem)
+//	fusegate_policy_redacted_opens_total{mount}              counter: opens whose reads are redacted
+//	fusegate_policy_filtered_entries_total{mount}            counter: directory entries left out of listings
 //	fusegate_passthrough_opens_total{mount}                  counter: opens given to the kernel (FUSE passthrough)
 //	fusegate_daemon_io_opens_total{mount}                    counter: opens whose reads and writes the daemon serves
 //	fusegate_passthrough_backing_files{mount}                gauge
@@ -97,7 +101,7 @@ func (d *Daemon) WriteMetrics(out io.Writer) error {
 
 	w.Family("fusegate_policy_decisions_total", promtext.Counter, "Policy decisions, by mount and deciding rule (reset when a reload changes the policy).")
 	for _, m := range ms {
-		if e := m.engine.Load(); e != nil {
+		if e := m.engine(); e != nil {
 			for _, r := range e.Stats() {
 				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Decisions))
 			}
@@ -105,11 +109,48 @@ func (d *Daemon) WriteMetrics(out io.Writer) error {
 	}
 	w.Family("fusegate_policy_denials_total", promtext.Counter, "Requests the policy denied, by mount and deciding rule (reset when a reload changes the policy).")
 	for _, m := range ms {
-		if e := m.engine.Load(); e != nil {
+		if e := m.engine(); e != nil {
 			for _, r := range e.Stats() {
 				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Denials))
 			}
 		}
+	}
+
+	w.Family("fusegate_policy_audit_logged_total", promtext.Counter, "Denials logged by the audit, by mount and deciding rule (reset when a reload changes the policy).")
+	for _, m := range ms {
+		if e := m.engine(); e != nil {
+			for _, r := range e.Stats() {
+				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Logged))
+			}
+		}
+	}
+	w.Family("fusegate_policy_audit_suppressed_total", promtext.Counter, "Denials the audit did not log (rate limit per caller and rule), by mount and deciding rule (reset when a reload changes the policy).")
+	for _, m := range ms {
+		if e := m.engine(); e != nil {
+			for _, r := range e.Stats() {
+				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Suppressed))
+			}
+		}
+	}
+	type polRow struct {
+		mount              string
+		redacted, filtered float64
+	}
+	var pols []polRow
+	for _, m := range ms {
+		if m.running() && m.fs != nil {
+			if ps := m.fs.PolicyStats(); ps != nil {
+				pols = append(pols, polRow{m.cfg.Name, float64(ps.RedactedOpens), float64(ps.Filtered)})
+			}
+		}
+	}
+	w.Family("fusegate_policy_redacted_opens_total", promtext.Counter, "Opens whose reads the daemon serves redacted (no passthrough, no page cache).")
+	for _, r := range pols {
+		w.Sample(promtext.Labels{"mount": r.mount}, r.redacted)
+	}
+	w.Family("fusegate_policy_filtered_entries_total", promtext.Counter, "Directory entries left out of listings because the caller may not look them up.")
+	for _, r := range pols {
+		w.Sample(promtext.Labels{"mount": r.mount}, r.filtered)
 	}
 
 	type fsRow struct {

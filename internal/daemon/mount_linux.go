@@ -43,9 +43,7 @@ type mount struct {
 	log logrus.FieldLogger
 
 	policy atomic.Pointer[loadedPolicy]
-	engine atomic.Pointer[policy.Engine] // nil: policy "none"
-	timing atomic.Pointer[policy.Engine] // the same policy, asked only for cache timeouts
-	eng    *policy.Engine                // the engine, kept across "none" (Swap keeps it)
+	eng    *policy.Engine // the policy engine of the mount's file system (passthrough.Options.Policy)
 
 	// Set once the mount exists; never changed after. The connection is
 	// what a restart would hand to systemd's fd store.
@@ -76,25 +74,6 @@ func (m *mount) running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.state == stateRunning
-}
-
-// setPolicy makes lp the mount's policy: the engine keeps its identity
-// across policy changes (Swap), so requests being decided finish with the
-// old policy and the next one sees the new.
-func (m *mount) setPolicy(lp *loadedPolicy, opts policy.Options) {
-	m.policy.Store(lp)
-	if lp.p == nil {
-		m.engine.Store(nil)
-		m.timing.Store(nil)
-		return
-	}
-	m.timing.Store(policy.NewEngine(lp.p, policy.Options{Logger: opts.Logger}))
-	if m.eng == nil {
-		m.eng = policy.NewEngine(lp.p, opts)
-	} else {
-		m.eng.Swap(lp.p)
-	}
-	m.engine.Store(m.eng)
 }
 
 // sameMount reports whether two configurations of a mount differ only in
@@ -157,7 +136,12 @@ func (d *Daemon) policyOptions(log logrus.FieldLogger) policy.Options {
 func (d *Daemon) startMount(mc config.Mount, lp *loadedPolicy) (*mount, error) {
 	m := &mount{cfg: mc, log: d.log.WithField("mount", mc.Name), done: make(chan struct{})}
 	m.setState(stateStarting, "")
-	m.setPolicy(lp, d.policyOptions(m.log))
+	m.setPolicy(lp)
+	p := lp.p
+	if p == nil {
+		p = policy.Default() // kept for a later reload; off until then
+	}
+	m.eng = policy.NewEngine(p, d.policyOptions(m.log))
 	err := d.resumeMount(m, d.stored)
 	if err != nil && err != errNoResume { // stored, but not usable
 		m.log.WithError(err).Warn("cannot take over the mount the previous process left in systemd's fd store; mounting it afresh")
@@ -213,6 +197,9 @@ func (d *Daemon) mountAndServe(m *mount) error {
 	pfs, err := d.newFS(m)
 	if err != nil {
 		return err
+	}
+	if m.policy.Load().p == nil {
+		pfs.SetPolicy(nil) // policy "none"
 	}
 	conn, err := fusedev.Mount(mc.Mountpoint, mopts)
 	if err != nil {

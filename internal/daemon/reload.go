@@ -178,10 +178,14 @@ func (d *Daemon) reload(res *ReloadResult) error {
 
 	for _, m := range swap {
 		lp := l.policies[m.cfg.Name]
-		m.setPolicy(lp, d.policyOptions(m.log))
-		d.invalidate(m)
+		inv, err := m.setPolicy(lp)
+		if err != nil {
+			// Not built with an engine: cannot happen for a started mount.
+			m.log.WithError(err).Error("policy not replaced")
+			continue
+		}
 		res.PoliciesChanged = append(res.PoliciesChanged, m.cfg.Name)
-		m.log.WithField("policy", lp.name()).Info("policy replaced")
+		m.log.WithFields(map[string]any{"policy": lp.name(), "invalidated": inv.String()}).Info("policy replaced")
 	}
 
 	var failed []string
@@ -228,20 +232,6 @@ func (d *Daemon) reload(res *ReloadResult) error {
 		return fmt.Errorf("reloaded, but could not start: %s", strings.Join(failed, "; "))
 	}
 	return nil
-}
-
-// invalidate asks the kernel to drop the mount's cached lookups after a
-// policy change (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+), so that the next
-// lookup of every path is decided by the new policy; older kernels keep
-// their entries until their timeouts (at most the policy's, 1 s by default;
-// app-private paths are never cached). Opens are always decided anew.
-func (d *Daemon) invalidate(m *mount) {
-	if m.srv == nil {
-		return
-	}
-	if err := m.srv.NotifyIncEpoch(); err != nil {
-		m.log.WithError(err).Debug("cannot invalidate the kernel's cached lookups; they expire with their timeouts")
-	}
 }
 
 // WedgeForTest makes every mount's serving loop stop making progress after

@@ -374,13 +374,19 @@ func (d *Daemon) newFS(m *mount) (*passthrough.FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return passthrough.New(m.cfg.Source, passthrough.Options{
+	pfs, err := passthrough.New(m.cfg.Source, passthrough.Options{
 		Logger:      m.log,
 		Passthrough: mode,
 		Mountpoint:  m.cfg.Mountpoint,
-		Check:       m.check,
-		Timeouts:    m.timeouts,
+		Policy:      m.eng,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if m.policy.Load().p == nil {
+		pfs.SetPolicy(nil) // policy "none"
+	}
+	return pfs, nil
 }
 
 // trackState gives a freshly mounted FS its state memfd.

@@ -98,7 +98,7 @@ func (m *mount) status() MountStatus {
 	lp := m.policy.Load()
 	st.Policy, st.PolicyName = lp.setting, lp.name()
 	st.Passthrough.Mode = string(c.Passthrough)
-	if e := m.engine.Load(); e != nil {
+	if e := m.engine(); e != nil {
 		for _, r := range e.Stats() {
 			st.Denials += r.Denials
 		}
