@@ -319,7 +319,9 @@ func (d *Daemon) prepareStop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := d.sd.connect(ctx); err != nil {
-			d.log.WithError(err).Debug("cannot reach systemd yet; asked again at the stop")
+			d.log.WithError(err).Warn("cannot reach systemd over D-Bus yet; trying again at the stop")
+		} else if n := d.sd.resentCalls(); n > 0 {
+			d.log.WithField("resent", n).Info("systemd answered on D-Bus only after the call was sent again")
 		}
 	}()
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -46,6 +47,9 @@ type sdQuery struct {
 	conn *dbus.Conn         // guarded by mu
 	end  context.CancelFunc // guarded by mu; ends conn's context
 	unit dbus.ObjectPath    // guarded by mu
+	// resent counts the unanswered calls connect sent again (see call);
+	// guarded by mu.
+	resent int
 }
 
 // connect dials systemd and looks up this process's unit, unless that was
@@ -73,13 +77,38 @@ func (q *sdQuery) connect(ctx context.Context) error {
 	}
 	var unit dbus.ObjectPath
 	sd := conn.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
-	if err := sd.CallWithContext(ctx, "org.freedesktop.systemd1.Manager.GetUnitByPID", 0, uint32(os.Getpid())).Store(&unit); err != nil {
+	resent, err := call(ctx, sd, 250*time.Millisecond, "org.freedesktop.systemd1.Manager.GetUnitByPID", &unit, uint32(os.Getpid()))
+	if err != nil {
 		conn.Close()
 		end()
 		return fmt.Errorf("GetUnitByPID: %w", err)
 	}
-	q.conn, q.end, q.unit = conn, end, unit
+	q.conn, q.end, q.unit, q.resent = conn, end, unit, resent
 	return nil
+}
+
+// call makes a method call that reads something (so it may be sent more
+// than once) and stores its one result in out. A call not answered within
+// try is sent again on the same connection, until ctx ends; it returns how
+// many times it was sent again.
+//
+// Why: systemd 252 sometimes leaves the first call on a fresh connection to
+// its private socket unanswered, with systemd idle and the call read from
+// the socket, until more bytes arrive on that connection (its sd-bus server
+// is left in the authentication phase; see systemd pull request 24875). The
+// daemon saw this about one start in five in the test guest; then every
+// later question waited for the stop's 10 s timeout and the restart became
+// a stop. Sending the call again wakes systemd, which answers both.
+func call(ctx context.Context, obj dbus.BusObject, try time.Duration, method string, out any, args ...any) (resent int, err error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, try)
+		err = obj.CallWithContext(tctx, method, 0, args...).Store(out)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return resent, err
+		}
+		resent++
+	}
 }
 
 func (q *sdQuery) close() {
@@ -102,7 +131,7 @@ func (q *sdQuery) job(ctx context.Context) (bool, string, error) {
 	}
 	var v dbus.Variant
 	unit := conn.Object("org.freedesktop.systemd1", unitPath)
-	if err := unit.CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, "org.freedesktop.systemd1.Unit", "Job").Store(&v); err != nil {
+	if _, err := call(ctx, unit, 250*time.Millisecond, "org.freedesktop.DBus.Properties.Get", &v, "org.freedesktop.systemd1.Unit", "Job"); err != nil {
 		return false, "", fmt.Errorf("unit %s: Job: %w", unitPath, err)
 	}
 	var jobRef struct {
@@ -116,7 +145,7 @@ func (q *sdQuery) job(ctx context.Context) (bool, string, error) {
 		return false, "", nil
 	}
 	jobObj := conn.Object("org.freedesktop.systemd1", jobRef.Path)
-	if err := jobObj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, "org.freedesktop.systemd1.Job", "JobType").Store(&v); err != nil {
+	if _, err := call(ctx, jobObj, 250*time.Millisecond, "org.freedesktop.DBus.Properties.Get", &v, "org.freedesktop.systemd1.Job", "JobType"); err != nil {
 		return false, "", fmt.Errorf("job %d: JobType: %w", jobRef.ID, err)
 	}
 	jt, _ := v.Value().(string)
@@ -147,4 +176,11 @@ func systemdBus(ctx context.Context) (*dbus.Conn, error) {
 		return nil, fmt.Errorf("systemd's private socket: %v; system bus: %w", err, err2)
 	}
 	return conn, nil
+}
+
+// resentCalls reports how many calls connect had to send again.
+func (q *sdQuery) resentCalls() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.resent
 }
