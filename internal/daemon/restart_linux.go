@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -62,30 +63,55 @@ func mountIdentity(mc config.Mount) json.RawMessage {
 // when a service manager can hold it.
 func (d *Daemon) keepState() bool { return d.notify.Enabled() }
 
-// stored are the descriptors systemd handed back, by fd store name.
-type stored map[string][]*os.File
+// stored are the descriptors systemd handed back, by fd store name. Mounts
+// and devices take theirs at the same time (startAll), so it has a lock of
+// its own. A nil *stored holds nothing.
+type stored struct {
+	mu    sync.Mutex
+	files map[string][]*os.File // guarded by mu
+}
 
 // takeStored moves the fd store's descriptors out of the inherited set.
 func takeStored(in interface {
 	Names() []string
 	Take(string) []*os.File
-}) stored {
-	s := stored{}
+}) *stored {
+	s := &stored{files: map[string][]*os.File{}}
 	if in == nil {
 		return s
 	}
 	for _, name := range in.Names() {
 		if strings.HasPrefix(name, "fuse/") || strings.HasPrefix(name, "cuse/") {
-			s[name] = in.Take(name)
+			s.files[name] = in.Take(name)
 		}
 	}
 	return s
 }
 
-func (s stored) take(name string) []*os.File {
-	fs := s[name]
-	delete(s, name)
+func (s *stored) take(name string) []*os.File {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fs := s.files[name]
+	delete(s.files, name)
 	return fs
+}
+
+// names lists the names not taken yet, sorted.
+func (s *stored) names() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.files))
+	for n := range s.files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func closeFiles(fs []*os.File) {
@@ -130,7 +156,7 @@ func (d *Daemon) unstoreMount(name string) {
 // resumeMount takes over a mount whose descriptors and state systemd kept.
 // It returns errNoResume (wrapped) when there is nothing usable to resume:
 // the caller then clears what is left and mounts afresh.
-func (d *Daemon) resumeMount(m *mount, st stored) error {
+func (d *Daemon) resumeMount(m *mount, st *stored) error {
 	mc := m.cfg
 	fuseFiles := st.take(fuseFDName(mc.Name))
 	cloneFiles := st.take(fuseClonesFDName(mc.Name))
@@ -255,13 +281,8 @@ func (d *Daemon) clearStored(name, mountpoint string, files []*os.File) {
 // dropLeftovers clears stored descriptors no configured mount or device
 // took (they were removed from the configuration while the daemon was
 // down).
-func (d *Daemon) dropLeftovers(st stored) {
-	names := make([]string, 0, len(st))
-	for n := range st {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+func (d *Daemon) dropLeftovers(st *stored) {
+	for _, n := range st.names() {
 		files := st.take(n)
 		if len(files) == 0 {
 			continue
