@@ -172,7 +172,7 @@ func asUser(t *testing.T, uid int, args ...string) (string, error) {
 func TestSystemdInstall(t *testing.T) {
 	install(t)
 	for _, f := range []string{bin, "/etc/systemd/system/fusegate.service", "/etc/systemd/system/fusegate.socket",
-		"/usr/lib/sysusers.d/fusegate.conf", conf, "/usr/local/share/doc/fusegate/README.md"} {
+		"/usr/lib/sysusers.d/fusegate.conf", "/usr/lib/modules-load.d/fusegate.conf", conf, "/usr/local/share/doc/fusegate/README.md"} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("make install-files: %v", err)
 		}
