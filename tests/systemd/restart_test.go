@@ -61,6 +61,7 @@ func underLoad(t *testing.T, round int, name string, restart func()) time.Durati
 	}
 	time.Sleep(700 * time.Millisecond)
 	t0 := time.Now()
+	m0 := monotonic()
 	restart()
 	took := time.Since(t0)
 	time.Sleep(700 * time.Millisecond)
@@ -68,14 +69,76 @@ func underLoad(t *testing.T, round int, name string, restart func()) time.Durati
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s round %d (restart took %v): %s", name, round, took.Round(time.Millisecond), load.Report(name, res))
+	from := time.Duration(res.MaxStallMono - m0)
+	t.Logf("%s round %d (restart took %v): %s  longest stall: from %+dms to %+dms\n%s", name, round, took.Round(time.Millisecond),
+		load.Report(name, res), from.Milliseconds(), (from + res.MaxStall).Milliseconds(), timeline(t, m0))
 	if res.Failed > 0 {
 		t.Errorf("%s round %d: %d client operations failed", name, round, res.Failed)
+	}
+	if res.MaxStall > maxStall {
+		// The goal is far below (docs/benchmarks/restart.md); this only
+		// catches a client that waited for something that never came.
+		t.Errorf("%s round %d: a client operation waited %v", name, round, res.MaxStall)
 	}
 	if res.DeviceBytes == 0 || res.FileBytes == 0 {
 		t.Errorf("%s round %d: the client moved %d file and %d device bytes", name, round, res.FileBytes, res.DeviceBytes)
 	}
 	return res.MaxStall
+}
+
+// maxStall is the longest client stall a round accepts.
+const maxStall = 15 * time.Second
+
+// monotonic reads CLOCK_MONOTONIC, the clock of the journal's
+// short-monotonic timestamps, in nanoseconds.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// timelineEvents are the journal entries of a restart worth a line, and
+// the name given to each.
+var timelineEvents = []struct{ match, name string }{
+	{"signal=SIGTERM", "old daemon: SIGTERM"},
+	{"handed over", "old daemon: handed over"},
+	{"Main process exited", "systemd: main process exited"},
+	{"Deactivated successfully", "systemd: old daemon gone"},
+	{"Scheduled restart job", "systemd: restart job scheduled"},
+	{"Starting fusegate", "systemd: starting the new daemon"},
+	{"mount namespace of its own", "new daemon: first log line"},
+	{"resumed the mount", "new daemon: mount resumed"},
+	{"resumed the device", "new daemon: device resumed"},
+	{"Started fusegate", "systemd: READY=1 received"},
+}
+
+// timeline lists, in milliseconds from m0 (CLOCK_MONOTONIC, ns), the
+// journal entries of fusegate.service that say where a restart's time
+// went (when journald received them).
+func timeline(t *testing.T, m0 int64) string {
+	out, _ := run(t, "journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-u", "fusegate.service")
+	var b strings.Builder
+	for _, l := range strings.Split(out, "\n") {
+		i, j := strings.IndexByte(l, '['), strings.IndexByte(l, ']')
+		if i < 0 || j < i {
+			continue
+		}
+		sec, err := strconv.ParseFloat(strings.TrimSpace(l[i+1:j]), 64)
+		if err != nil {
+			continue
+		}
+		at := time.Duration(sec*1e9) - time.Duration(m0)
+		if at < -50*time.Millisecond || at > 5*time.Second {
+			continue
+		}
+		for _, e := range timelineEvents {
+			if strings.Contains(l, e.match) {
+				fmt.Fprintf(&b, "  %+6dms %s\n", at.Milliseconds(), e.name)
+				break
+			}
+		}
+	}
+	return b.String()
 }
 
 // tmpfsLower puts the lower directory on a tmpfs: the guest's root is an
@@ -92,7 +155,10 @@ func tmpfsLower(t *testing.T) {
 	mustRun(t, "systemctl", "start", "fusegate.service")
 }
 
-func restartRounds(t *testing.T, name string, restart func(pid string)) {
+// restartRounds runs three rounds of restart (given the daemon's PID)
+// under the client load; check, if not nil, looks at the journal of the
+// process that was replaced.
+func restartRounds(t *testing.T, name string, restart func(pid string), check func(oldPID string)) {
 	ensureRunning(t)
 	requireResend(t)
 	tmpfsLower(t)
@@ -107,7 +173,6 @@ func restartRounds(t *testing.T, name string, restart func(pid string)) {
 	}
 	before, _, _ := fusedev.FindMount(media)
 	rdev := devRdev(t, loopDev)
-	since := fmt.Sprintf("@%d", time.Now().Unix())
 	var stalls []string
 	var longest time.Duration
 	for round := 0; round < 3; round++ {
@@ -115,8 +180,20 @@ func restartRounds(t *testing.T, name string, restart func(pid string)) {
 		d := underLoad(t, round, name, func() { restart(pid) })
 		stalls = append(stalls, d.Round(time.Millisecond).String())
 		longest = max(longest, d)
-		if got := prop(t, "fusegate.service", "MainPID"); got == pid || active(t, "fusegate.service") != "active" {
-			t.Fatalf("round %d: fusegate.service %s, MainPID %s (was %s)", round, active(t, "fusegate.service"), got, pid)
+		waitUntil(t, "fusegate.service active again", 30*time.Second, func() bool {
+			return active(t, "fusegate.service") == "active"
+		})
+		next := prop(t, "fusegate.service", "MainPID")
+		if next == pid {
+			t.Fatalf("round %d: MainPID %s still", round, next)
+		}
+		// The successor resumed both, and made nothing anew.
+		out := pidJournal(t, next, "resumed the mount", "resumed the device")
+		if strings.Contains(out, "clearing a stale FUSE mount") || strings.Contains(out, "msg=mounted") || strings.Contains(out, "device ready") {
+			t.Errorf("round %d: the mount or device was made anew:\n%s", round, out)
+		}
+		if check != nil {
+			check(pid)
 		}
 	}
 	t.Logf("%s: longest client stall per round: %s (longest %v)", name, strings.Join(stalls, ", "), longest.Round(time.Millisecond))
@@ -129,14 +206,31 @@ func restartRounds(t *testing.T, name string, restart func(pid string)) {
 	if st, _ := os.Stat(loopDev); st == nil || st.Mode().Perm() != 0o666 {
 		t.Errorf("%s lost its mode: %v", loopDev, st)
 	}
-	out := mustRun(t, "journalctl", "-b", "--no-pager", "-o", "cat", "-u", "fusegate.service", "--since", since)
-	for _, want := range []string{"resumed the mount", "resumed the device"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("journal lacks %q:\n%s", want, out)
+}
+
+// pidJournal returns the journal of one process of fusegate.service, once
+// it holds every string in want (journald may lag a little behind).
+func pidJournal(t *testing.T, pid string, want ...string) string {
+	t.Helper()
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out = mustRun(t, "journalctl", "-b", "--no-pager", "-o", "cat", "_PID="+pid)
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				missing = w
+				break
+			}
 		}
-	}
-	if strings.Contains(out, "clearing a stale FUSE mount") || strings.Contains(out, "msg=mounted") {
-		t.Errorf("the mount was made anew:\n%s", out)
+		if missing == "" {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the journal of process %s lacks %q:\n%s", pid, missing, out)
+			return out
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -145,30 +239,41 @@ func restartRounds(t *testing.T, name string, restart func(pid string)) {
 func TestRestartSystemctl(t *testing.T) {
 	restartRounds(t, "systemctl-restart", func(string) {
 		mustRun(t, "systemctl", "restart", "fusegate.service")
+	}, func(old string) {
+		pidJournal(t, old, `systemd job \"restart\"`, "handed over")
 	})
-	out := mustRun(t, "journalctl", "-b", "--no-pager", "-o", "cat", "-u", "fusegate.service", "--since", "-60s")
-	if !strings.Contains(out, `systemd job \"restart\"`) || !strings.Contains(out, "handed over") {
-		t.Errorf("journal does not show a hand-over for the restart job:\n%s", out)
-	}
 }
 
 // kill -9: systemd restarts the daemon (Restart=on-failure) with the fd
 // store it kept; the state memfd is as current as the last reply.
 func TestRestartKill(t *testing.T) {
+	ensureRunning(t)
+	procs := "/sys/fs/cgroup" + prop(t, "fusegate.service", "ControlGroup") + "/cgroup.procs"
 	restartRounds(t, "kill-9", func(pid string) {
 		p, _ := strconv.Atoi(pid)
 		syscall.Kill(p, syscall.SIGKILL)
-		waitUntil(t, "systemd restarts the killed daemon", 60*time.Second, func() bool {
-			got := prop(t, "fusegate.service", "MainPID")
-			return got != pid && got != "0" && active(t, "fusegate.service") == "active"
-		})
-	})
+		// Until systemd started the next process. Read from cgroupfs: a
+		// systemctl every few milliseconds would take the guest's one CPU
+		// from systemd and the daemon, and lengthen the stall it measures.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			b, _ := os.ReadFile(procs)
+			if f := strings.Fields(string(b)); len(f) > 0 && f[0] != pid {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("systemd did not start a new daemon within 60 s of the kill\n%s", journal(t))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}, nil)
 }
 
 // systemctl stop is no restart: the mount is unmounted, the device
 // removed, and the next start mounts afresh.
 func TestRestartStopIsForGood(t *testing.T) {
 	ensureRunning(t)
+	pid := prop(t, "fusegate.service", "MainPID")
 	mustRun(t, "systemctl", "stop", "fusegate.service")
 	if _, ok, _ := fusedev.FindMount(media); ok {
 		t.Errorf("%s still mounted after stop", media)
@@ -176,14 +281,11 @@ func TestRestartStopIsForGood(t *testing.T) {
 	if _, err := os.Stat(loopDev); err == nil {
 		t.Errorf("%s still exists after stop", loopDev)
 	}
-	out := mustRun(t, "journalctl", "-b", "--no-pager", "-o", "cat", "-u", "fusegate.service", "--since", "-30s")
-	if !strings.Contains(out, `systemd job \"stop\"`) || !strings.Contains(out, "stopping for good") {
-		t.Errorf("journal:\n%s", out)
-	}
+	pidJournal(t, pid, `systemd job \"stop\"`, "stopping for good")
 	mustRun(t, "systemctl", "start", "fusegate.service")
-	out = mustRun(t, "journalctl", "-b", "--no-pager", "-o", "cat", "-u", "fusegate.service", "--since", "-10s")
-	if !strings.Contains(out, "msg=mounted") || strings.Contains(out, "resumed the mount") {
-		t.Errorf("the start after a stop did not mount afresh:\n%s", out)
+	out := pidJournal(t, prop(t, "fusegate.service", "MainPID"), "msg=mounted", "device ready")
+	if strings.Contains(out, "resumed the") {
+		t.Errorf("the start after a stop resumed instead of starting afresh:\n%s", out)
 	}
 	if err := live(media); err != nil {
 		t.Error(err)
