@@ -512,20 +512,37 @@ func (fs *FS) Write(ctx context.Context, r *fusedev.Request, in *abi.WriteIn, da
 		as := fs.become(&r.Caller)
 		defer fs.done(as)
 	}
+	// An O_APPEND file appends wherever the offset says: a write done
+	// twice (resent after a crash) would append twice. It is recorded
+	// like the other non-idempotent requests (state_linux.go).
+	var it *intent
+	if h.flags&unix.O_APPEND != 0 {
+		it = fs.st.begin(r)
+		if it.done {
+			return uint32(it.n), it.err
+		}
+	}
 	off := int64(in.Offset)
 	done := 0
+	var werr error
 	for done < len(data) {
 		n, err := unix.Pwrite(h.fd, data[done:], off+int64(done))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			if done > 0 {
-				break
+			if done == 0 {
+				werr = err
 			}
-			return 0, err
+			break
 		}
 		done += n
+	}
+	if it != nil {
+		it.finishWrite(done, werr)
+	}
+	if werr != nil {
+		return 0, werr
 	}
 	h.wrote.Store(true)
 	return uint32(done), nil

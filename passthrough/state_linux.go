@@ -624,20 +624,25 @@ func (fs *FS) StateFile() *memstate.Region {
 }
 
 // Non-idempotent requests (MKDIR, MKNOD, SYMLINK, LINK, UNLINK, RMDIR,
-// RENAME, CREATE) must not be done twice when the kernel resends one that
+// RENAME, CREATE, and WRITE to a file opened O_APPEND) must not be done twice when the kernel resends one that
 // a killed predecessor had done but not answered: the second try would fail
 // (EEXIST, ENOENT) where the first succeeded. Each is recorded (intent)
 // before its system call and its outcome after it; the record goes once the
 // reply is written. A resent request finds its predecessor's record: a
 // known outcome is answered again, an unknown one (killed during the call)
-// is done again and EEXIST or ENOENT taken for the first try's success.
+// is done again and EEXIST or ENOENT taken for the first try's success
+// (an append write cut short by the crash is appended again: nothing tells
+// whether the first try reached the file).
 
 type intentRec struct {
 	state  uint64 // intentStarted, intentDone
 	unique uint64
 	opcode uint64
-	errno  uint64
+	errno  uint64 // or, for a write that succeeded, intentWrote | bytes written
 }
+
+// intentWrote marks the errno word of a write that succeeded.
+const intentWrote = 1 << 63
 
 type priorIntent struct {
 	intentRec
@@ -653,10 +658,11 @@ const (
 type intent struct {
 	st   *stateTracker
 	slot uint32 // +1; 0: not recorded
-	// Done: the predecessor did it and its outcome was err. Uncertain: it
-	// may have done it.
+	// Done: the predecessor did it and its outcome was err (and n bytes
+	// written, for a write). Uncertain: it may have done it.
 	done, uncertain bool
 	err             error
+	n               int
 }
 
 // begin records that r is about to be done, or finds the predecessor's
@@ -675,7 +681,9 @@ func (st *stateTracker) begin(r *fusedev.Request) *intent {
 			it.slot = prev.slot + 1
 			if prev.state == intentDone {
 				it.done = true
-				if prev.errno != 0 {
+				if prev.errno&intentWrote != 0 {
+					it.n = int(prev.errno &^ intentWrote)
+				} else if prev.errno != 0 {
 					it.err = syscall.Errno(prev.errno)
 				}
 			} else {
@@ -711,6 +719,17 @@ func (it *intent) finish(err error) {
 	} else {
 		ir.errno = 0
 	}
+	it.st.intents.State(it.slot - 1).Store(intentDone)
+}
+
+// finishWrite records the outcome of a write: n bytes written, or err.
+func (it *intent) finishWrite(n int, err error) {
+	if it.slot == 0 || err != nil {
+		it.finish(err)
+		return
+	}
+	ir := (*intentRec)(unsafe.Pointer(unsafe.SliceData(it.st.intents.Record(it.slot - 1))))
+	ir.errno = intentWrote | uint64(n)
 	it.st.intents.State(it.slot - 1).Store(intentDone)
 }
 

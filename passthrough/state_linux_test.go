@@ -225,6 +225,7 @@ func TestStateResentOnce(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "gone"), nil, 0o644)
 	os.WriteFile(filepath.Join(dir, "from"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "log"), nil, 0o644)
 	fs1, r := trackedFS(t, dir)
 	with := func(op abi.Opcode, unique uint64) *fusedev.Request {
 		q := req(op, 1)
@@ -241,6 +242,24 @@ func TestStateResentOnce(t *testing.T) {
 	}
 	if err := fs1.Rename(ctx, with(abi.OpRename, 14), &abi.Rename2In{Newdir: 1}, "from", "to"); err != nil {
 		t.Fatal(err)
+	}
+	var le abi.EntryOut
+	if err := fs1.Lookup(ctx, with(abi.OpLookup, 19), "log", &le); err != nil {
+		t.Fatal(err)
+	}
+	var lo abi.OpenOut
+	oq := with(abi.OpOpen, 20)
+	oq.NodeID = le.NodeID
+	if err := fs1.Open(ctx, oq, &abi.OpenIn{Flags: unix.O_WRONLY | unix.O_APPEND}, &lo); err != nil {
+		t.Fatal(err)
+	}
+	appendTo := func(fs *FS, unique uint64, data string) (uint32, error) {
+		q := with(abi.OpWrite, unique)
+		q.NodeID = le.NodeID
+		return fs.Write(ctx, q, &abi.WriteIn{Fh: lo.Fh}, []byte(data))
+	}
+	if n, err := appendTo(fs1, 22, "once;"); n != 5 || err != nil {
+		t.Fatalf("append: %d, %v", n, err)
 	}
 	// Answered: its record goes.
 	q := with(abi.OpUnlink, 16)
@@ -262,6 +281,15 @@ func TestStateResentOnce(t *testing.T) {
 	}
 	if err := fs2.Rename(ctx, with(abi.OpRename, 14|abi.UniqueResend), &abi.Rename2In{Newdir: 1}, "from", "to"); err != nil {
 		t.Errorf("resent RENAME: %v", err)
+	}
+	if n, err := appendTo(fs2, 22|abi.UniqueResend, "once;"); n != 5 || err != nil {
+		t.Errorf("resent append WRITE: %d, %v", n, err)
+	}
+	if n, err := appendTo(fs2, 24, "then;"); n != 5 || err != nil {
+		t.Errorf("append WRITE: %d, %v", n, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "log")); string(b) != "once;then;" {
+		t.Errorf("appended file holds %q, want %q", b, "once;then;")
 	}
 	// A request the predecessor never started gets its true answer.
 	if err := fs2.Unlink(ctx, with(abi.OpUnlink, 18|abi.UniqueResend), "gone"); err != syscall.ENOENT {
