@@ -312,6 +312,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.conns = conns[1:]
 	s.mu.Unlock()
 
+	if s.opts.Resume != nil {
+		// Before any reader starts: the kernel puts back in its queue every
+		// request read and not answered on this connection, which would
+		// include those this process had begun, and they would be done
+		// twice (their first replies then find them gone: ENOENT).
+		switch err := s.NotifyResend(); {
+		case errors.Is(err, syscall.ENOSYS):
+			s.log.Debug("fuse: the protocol has no FUSE_NOTIFY_RESEND (7.40); requests read by the predecessor are not resent")
+		case err != nil:
+			s.log.WithError(err).Warn("asking the kernel to resend pending requests failed")
+		}
+	}
+
 	lc := &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}
 	var slots []*readSlot
 	for i := 0; i < max(s.opts.Readers, len(conns)); i++ {
@@ -329,14 +342,6 @@ func (s *Server) Serve(ctx context.Context) error {
 			sl.timer.Stop()
 		}
 	}()
-	if s.opts.Resume != nil {
-		switch err := s.NotifyResend(); {
-		case errors.Is(err, syscall.ENOSYS):
-			s.log.Debug("fuse: the protocol has no FUSE_NOTIFY_RESEND (7.40); requests read by the predecessor are not resent")
-		case err != nil:
-			s.log.WithError(err).Warn("asking the kernel to resend pending requests failed")
-		}
-	}
 	select {
 	case <-s.ready:
 	default:
