@@ -194,6 +194,7 @@ var (
 func (h *handle) Read(ctx context.Context, op cuse.Op, dest []byte) (int, error) {
 	d := h.d
 	d.mu.Lock()
+	d.ps.dropPriorLater(d)
 	if n, ok := d.ps.replayRead(d, op, dest); ok {
 		d.mu.Unlock()
 		return n, nil
@@ -229,6 +230,7 @@ func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error
 	d := h.d
 	done := 0
 	d.mu.Lock()
+	d.ps.dropPriorLater(d)
 	done = d.ps.resumeWrite(d, op, len(data))
 	for {
 		n := d.writeLocked(data[done:])
