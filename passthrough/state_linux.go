@@ -139,12 +139,15 @@ type stateTracker struct {
 	handles *memstate.Table
 	intents *memstate.Table
 
-	imu     sync.Mutex
-	prior   map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
-	extra   []byte
-	source  string
-	lostLog sync.Once
-	written atomic.Bool // the header is written
+	imu   sync.Mutex
+	prior map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
+	// priorEnd is when prior's records stop waiting for their resent
+	// requests; guarded by imu.
+	priorEnd time.Time
+	extra    []byte
+	source   string
+	lostLog  sync.Once
+	written  atomic.Bool // the header is written
 }
 
 // TrackState makes the FS keep its restart state in r (a region of at
@@ -533,9 +536,7 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 		ir := *(*intentRec)(unsafe.Pointer(unsafe.SliceData(rec)))
 		st.prior[ir.unique] = priorIntent{ir, slot}
 	})
-	if len(st.prior) > 0 {
-		time.AfterFunc(30*time.Second, st.dropPrior)
-	}
+	st.priorEnd = time.Now().Add(priorGrace)
 
 	// Open files: reopened as they were opened.
 	var handles []*handleRec
@@ -672,6 +673,7 @@ func (st *stateTracker) begin(r *fusedev.Request) *intent {
 	if st == nil {
 		return it
 	}
+	st.dropPriorLater()
 	if r.Resent() {
 		st.imu.Lock()
 		prev, ok := st.prior[r.Unique&^abi.UniqueResend]
@@ -741,9 +743,19 @@ func (it *intent) free() {
 	}
 }
 
-// dropPrior frees the predecessor's records no resent request claimed.
-func (st *stateTracker) dropPrior() {
+// priorGrace is how long the predecessor's intent records wait for their
+// resent requests; the kernel resends at once when the successor starts.
+const priorGrace = 30 * time.Second
+
+// dropPriorLater frees, once their time is up, the predecessor's records
+// no resent request claimed (their requests were answered). It is checked
+// as requests begin, which only happens while the state is mapped.
+func (st *stateTracker) dropPriorLater() {
 	st.imu.Lock()
+	if len(st.prior) == 0 || time.Now().Before(st.priorEnd) {
+		st.imu.Unlock()
+		return
+	}
 	prior := st.prior
 	st.prior = nil
 	st.imu.Unlock()

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -294,5 +296,29 @@ func TestStateResentOnce(t *testing.T) {
 	// A request the predecessor never started gets its true answer.
 	if err := fs2.Unlink(ctx, with(abi.OpUnlink, 18|abi.UniqueResend), "gone"); err != syscall.ENOENT {
 		t.Errorf("resent UNLINK never started: %v, want ENOENT", err)
+	}
+	// The predecessor's records no resent request claimed (its answered
+	// UNLINK of "nothing", unique 16) go once their time is up, at the next
+	// request. (Without a server nothing runs AfterReply here: the records
+	// of the requests above stay.)
+	has16 := func() (found bool) {
+		fs2.st.intents.Scan(func(_ uint32, _ uint64, rec []byte) {
+			found = found || (*intentRec)(unsafe.Pointer(unsafe.SliceData(rec))).unique == 16
+		})
+		return found
+	}
+	if !has16() {
+		t.Fatal("the predecessor's record of unique 16 is not there to drop")
+	}
+	fs2.Unlink(ctx, with(abi.OpUnlink, 30), "nothing")
+	if !has16() {
+		t.Error("dropped before its time")
+	}
+	fs2.st.imu.Lock()
+	fs2.st.priorEnd = time.Now().Add(-time.Second)
+	fs2.st.imu.Unlock()
+	fs2.Unlink(ctx, with(abi.OpUnlink, 32), "nothing")
+	if has16() {
+		t.Error("the unclaimed record is still there after its time")
 	}
 }
