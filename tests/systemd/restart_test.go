@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // requireResend skips on kernels without FUSE_NOTIFY_RESEND (before 6.9).
-func requireResend(t *testing.T) {
+func requireResend(t testing.TB) {
 	t.Helper()
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -119,15 +119,11 @@ func timeline(t *testing.T, m0 int64) string {
 	out, _ := run(t, "journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-u", "fusegate.service")
 	var b strings.Builder
 	for _, l := range strings.Split(out, "\n") {
-		i, j := strings.IndexByte(l, '['), strings.IndexByte(l, ']')
-		if i < 0 || j < i {
+		mono, ok := monoOf(l)
+		if !ok {
 			continue
 		}
-		sec, err := strconv.ParseFloat(strings.TrimSpace(l[i+1:j]), 64)
-		if err != nil {
-			continue
-		}
-		at := time.Duration(sec*1e9) - time.Duration(m0)
+		at := mono - time.Duration(m0)
 		if at < -50*time.Millisecond || at > 5*time.Second {
 			continue
 		}
@@ -141,11 +137,25 @@ func timeline(t *testing.T, m0 int64) string {
 	return b.String()
 }
 
+// monoOf reads the timestamp of a journal line in short-monotonic format
+// ("[   37.834495] host ...").
+func monoOf(l string) (time.Duration, bool) {
+	i, j := strings.IndexByte(l, '['), strings.IndexByte(l, ']')
+	if i < 0 || j < i {
+		return 0, false
+	}
+	sec, err := strconv.ParseFloat(strings.TrimSpace(l[i+1:j]), 64)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(sec * 1e9), true
+}
+
 // tmpfsLower puts the lower directory on a tmpfs: the guest's root is an
 // overlay, whose files the kernel refuses as passthrough backing files
 // with max_stack_depth 1 (ELOOP), so the opens held across restarts would
 // not use passthrough.
-func tmpfsLower(t *testing.T) {
+func tmpfsLower(t testing.TB) {
 	t.Helper()
 	if out, _ := run(t, "findmnt", "-n", "-o", "FSTYPE", lower); out == "tmpfs" {
 		return
@@ -210,7 +220,7 @@ func restartRounds(t *testing.T, name string, restart func(pid string), check fu
 
 // pidJournal returns the journal of one process of fusegate.service, once
 // it holds every string in want (journald may lag a little behind).
-func pidJournal(t *testing.T, pid string, want ...string) string {
+func pidJournal(t testing.TB, pid string, want ...string) string {
 	t.Helper()
 	var out string
 	deadline := time.Now().Add(10 * time.Second)

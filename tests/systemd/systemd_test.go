@@ -41,7 +41,7 @@ const (
 )
 
 // run runs a command with a deadline and returns its trimmed combined output.
-func run(t *testing.T, name string, args ...string) (string, error) {
+func run(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -49,7 +49,7 @@ func run(t *testing.T, name string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-func mustRun(t *testing.T, name string, args ...string) string {
+func mustRun(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := run(t, name, args...)
 	if err != nil {
@@ -59,19 +59,19 @@ func mustRun(t *testing.T, name string, args ...string) string {
 }
 
 // journal returns the end of fusegate's journal, for failure messages.
-func journal(t *testing.T) string {
+func journal(t testing.TB) string {
 	out, _ := exec.Command("journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-n", "60",
 		"-u", "fusegate.service", "-u", "fusegate.socket").CombinedOutput()
 	return string(out)
 }
 
 // prop returns a property of a unit (systemctl show -p).
-func prop(t *testing.T, unit, name string) string {
+func prop(t testing.TB, unit, name string) string {
 	t.Helper()
 	return mustRun(t, "systemctl", "show", "-p", name, "--value", unit)
 }
 
-func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitUntil(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -82,7 +82,7 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 	}
 }
 
-func active(t *testing.T, unit string) string {
+func active(t testing.TB, unit string) string {
 	out, _ := run(t, "systemctl", "is-active", unit)
 	return out
 }
@@ -94,7 +94,7 @@ var installOnce struct {
 
 // install installs fusegate with the Makefile (the payload's binary) and
 // starts it as the README says, once per guest.
-func install(t *testing.T) {
+func install(t testing.TB) {
 	t.Helper()
 	vmenv.Require(t, vmenv.Systemd)
 	installOnce.Do(func() {
@@ -119,7 +119,7 @@ func install(t *testing.T) {
 }
 
 // ensureRunning starts the units if a test left them stopped.
-func ensureRunning(t *testing.T) {
+func ensureRunning(t testing.TB) {
 	t.Helper()
 	install(t)
 	if active(t, "fusegate.service") != "active" {
@@ -128,7 +128,7 @@ func ensureRunning(t *testing.T) {
 }
 
 // ctl runs fusegate ctl and decodes its JSON answer into v.
-func ctl(t *testing.T, method string, v any) {
+func ctl(t testing.TB, method string, v any) {
 	t.Helper()
 	out := mustRun(t, bin, "ctl", method)
 	if v != nil {
