@@ -104,9 +104,10 @@ func (r *request) serve() {
 	if errno != 0 {
 		r.outLen, r.data = 0, nil
 	}
-	if errno == syscall.EINTR && r.ctx.handedOver() {
+	if errno == syscall.EINTR && r.ctx.handedOver() && s.canResend() {
 		// Stopped waiting for a handover: the kernel sends the request
-		// again to the successor, which answers it.
+		// again to the successor, which answers it. (Without
+		// FUSE_NOTIFY_RESEND it would never be answered: EINTR then.)
 	} else if err := r.reply(errno); err == nil && r.pub.after != nil {
 		// Only a reply the kernel took: ENOENT means the request is gone
 		// (the connection aborted) or back in the kernel's queue (a
