@@ -69,6 +69,7 @@ const (
 	hwNextFh     = 3
 	hwLost       = 4 // records that did not fit: the state is incomplete
 	hwIntentHigh = 5
+	hwHandedOver = 6 // 1: the process handed the connection over (MarkHandedOver)
 
 	// Node record states.
 	recLive   = 1 // a node the kernel holds
@@ -437,6 +438,22 @@ type RestoreInfo struct {
 // before INIT was answered, or it is not a passthrough state).
 var ErrNoState = errors.New("no restart state")
 
+// ErrUnclean means the process that kept a state ended without handing the
+// connection over (killed, crashed) on a kernel without FUSE_NOTIFY_RESEND:
+// the requests it read and did not answer can never be answered, so the
+// connection is not worth resuming (ending it ends their callers' wait).
+var ErrUnclean = errors.New("the previous process ended without handing over, and this kernel cannot resend the requests it left unanswered (FUSE_NOTIFY_RESEND, Linux 6.9)")
+
+// MarkHandedOver records in the state that this process handed the
+// connection over: nothing it read is left unanswered (call it once the
+// server's Serve returned after Handover). A successor on a kernel without
+// FUSE_NOTIFY_RESEND resumes only such a state.
+func (fs *FS) MarkHandedOver() {
+	if fs.st != nil {
+		fs.st.r.HeaderWord(hwHandedOver).Store(1)
+	}
+}
+
 // Restore adopts the state a predecessor kept in r (from TrackState) and
 // goes on keeping it there. Call it on a fresh FS, before serving the
 // connection with fusedev.Options.Resume set to the returned Negotiated.
@@ -462,6 +479,12 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 	if lost := r.HeaderWord(hwLost).Load(); lost > 0 {
 		return nil, fmt.Errorf("restart state is incomplete: %d records did not fit", lost)
 	}
+	if r.HeaderWord(hwHandedOver).Load() != 1 && !doc.Negotiated.CanResend() {
+		return nil, ErrUnclean
+	}
+	// From now on this process serves: until it hands over in turn, an end
+	// is not clean.
+	r.HeaderWord(hwHandedOver).Store(0)
 	st := newTracker(r)
 	st.source = fs.source
 	st.written.Store(true)

@@ -2,6 +2,7 @@ package passthrough
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -320,5 +321,48 @@ func TestStateResentOnce(t *testing.T) {
 	fs2.Unlink(ctx, with(abi.OpUnlink, 32), "nothing")
 	if has16() {
 		t.Error("the unclaimed record is still there after its time")
+	}
+}
+
+// On a kernel without FUSE_NOTIFY_RESEND a state is resumed only after a
+// hand-over: after a crash, what the process read and did not answer can
+// never be answered. The successor owns the state from then on, so its own
+// crash is not clean either.
+func TestStateUncleanWithoutResend(t *testing.T) {
+	dir := t.TempDir()
+	fs1, err := New(dir, Options{Passthrough: PassthroughOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs1.Close()
+	r, err := memstate.Create("test", StateSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := fs1.TrackState(r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs1.st.writeHeader(fs1, &fusedev.Negotiated{Major: 7, Minor: 38, MaxWrite: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() error {
+		fs, err := New(dir, Options{Passthrough: PassthroughOff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fs.Close()
+		_, err = fs.Restore(successor(t, r))
+		return err
+	}
+	if err := restore(); !errors.Is(err, ErrUnclean) {
+		t.Errorf("restore after a crash on 7.38: %v, want ErrUnclean", err)
+	}
+	fs1.MarkHandedOver()
+	if err := restore(); err != nil {
+		t.Errorf("restore after a hand-over on 7.38: %v", err)
+	}
+	if err := restore(); !errors.Is(err, ErrUnclean) {
+		t.Errorf("restore after the successor's crash: %v, want ErrUnclean", err)
 	}
 }

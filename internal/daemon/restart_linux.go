@@ -376,6 +376,7 @@ func (d *Daemon) handover(why string) {
 			}
 			m.srv.Handover()
 			m.stopServing()
+			m.fs.MarkHandedOver() // nothing left unanswered: see passthrough.ErrUnclean
 		}()
 	}
 	for _, dv := range ds {
