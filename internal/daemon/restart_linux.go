@@ -349,8 +349,17 @@ func (d *Daemon) prepareStop() {
 
 // RequestHandover makes the next stop a hand-over: mounts and devices are
 // left to a successor that gets the descriptors from the fd store (what a
-// supervisor other than systemd asks with SIGUSR1 before SIGTERM).
-func (d *Daemon) RequestHandover() { d.handoverAsked.Store(true) }
+// supervisor other than systemd asks with SIGUSR1 before SIGTERM). It
+// acknowledges with STATUS=HandoverStatus on the notify socket, which the
+// supervisor may wait for before it sends SIGTERM.
+func (d *Daemon) RequestHandover() {
+	d.handoverAsked.Store(true)
+	d.notify.Status(HandoverStatus)
+}
+
+// HandoverStatus is the STATUS= a daemon sends when asked to hand over at
+// its next stop.
+const HandoverStatus = "hand-over requested: the next stop leaves mounts and devices to a successor"
 
 // handover stops serving every mount and device and leaves them, with
 // their state, to the successor.
