@@ -595,6 +595,7 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 		}
 		h.restorePolicyBits(hr.flags)
 		fs.openRef(n)
+		h.refs.Store(1)
 		fs.hmu.Lock()
 		fs.handles[hr.fh] = h
 		fs.nextFh = max(fs.nextFh, hr.fh+1)
