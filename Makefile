@@ -2,7 +2,8 @@
 #   make                 build ./bin/fusegate
 #   make install         build, then install-files (as root; PREFIX, DESTDIR)
 #   make install-files   install an already built $(BIN): the binary, the systemd
-#                        units, the sysusers entry, the README and, unless one
+#                        units, the sysusers entry, the modules-load.d entry (CUSE,
+#                        loaded at once), the README and, unless one
 #                        exists, /etc/fusegate/fusegate.toml (the embedded default)
 #   make uninstall       stop and disable the units, remove what install put
 #                        (the configuration and /var/lib/fusegate stay)
@@ -11,6 +12,7 @@ PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 UNITDIR   ?= /etc/systemd/system
 SYSUSERS  ?= /usr/lib/sysusers.d
+MODLOAD   ?= /usr/lib/modules-load.d
 CONFDIR   ?= /etc/fusegate
 DOCDIR    ?= $(PREFIX)/share/doc/fusegate
 BIN       ?= bin/fusegate
@@ -36,9 +38,13 @@ install-files:
 	chmod 0644 $(DESTDIR)$(UNITDIR)/fusegate.service
 	install -m 0644 systemd/fusegate.socket $(DESTDIR)$(UNITDIR)/fusegate.socket
 	install -D -m 0644 systemd/fusegate.sysusers $(DESTDIR)$(SYSUSERS)/fusegate.conf
+	install -D -m 0644 systemd/fusegate.modules-load $(DESTDIR)$(MODLOAD)/fusegate.conf
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	test -e $(DESTDIR)$(CONFDIR)/fusegate.toml || \
 		{ install -d $(DESTDIR)$(CONFDIR) && $(BIN) config default > $(DESTDIR)$(CONFDIR)/fusegate.toml; }
+	@if [ -z "$(DESTDIR)" ] && [ ! -e /dev/cuse ]; then \
+		modprobe -q cuse || echo "no CUSE in this kernel: fusegate's devices will not be created (its mounts work)"; \
+	fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers $(SYSUSERS)/fusegate.conf && systemctl daemon-reload && \
 		echo "installed; start with: systemctl enable --now fusegate.socket fusegate.service"; \
@@ -47,7 +53,8 @@ install-files:
 uninstall:
 	-systemctl disable --now fusegate.service fusegate.socket 2>/dev/null
 	rm -f $(DESTDIR)$(BINDIR)/fusegate $(DESTDIR)$(UNITDIR)/fusegate.service \
-		$(DESTDIR)$(UNITDIR)/fusegate.socket $(DESTDIR)$(SYSUSERS)/fusegate.conf
+		$(DESTDIR)$(UNITDIR)/fusegate.socket $(DESTDIR)$(SYSUSERS)/fusegate.conf \
+		$(DESTDIR)$(MODLOAD)/fusegate.conf
 	rm -rf $(DESTDIR)$(DOCDIR)
 	-systemctl daemon-reload 2>/dev/null
 

@@ -29,8 +29,9 @@ const (
 	filesOff      = memstate.HeaderSize
 	deviceAreaOff = filesOff + fileRecSize*fileCap
 
-	hwFileHigh = 0
-	hwNextFh   = 1
+	hwFileHigh   = 0
+	hwNextFh     = 1
+	hwHandedOver = 2 // 1: the process handed the device over (Handover)
 )
 
 type fileRec struct {
@@ -162,6 +163,11 @@ func StateExtra(r *memstate.Region) (json.RawMessage, error) {
 // ErrNoState means a state memfd holds no device to resume.
 var ErrNoState = errors.New("no device state")
 
+// ErrUnclean means the process that kept the state ended without handing
+// the device over, on a kernel without FUSE_NOTIFY_RESEND: what it read and
+// did not answer can never be answered, so the device is not resumed.
+var ErrUnclean = errors.New("the previous process ended without handing over, and this kernel cannot resend the requests it left unanswered (FUSE_NOTIFY_RESEND, Linux 6.9)")
+
 // Resume serves a device a predecessor created: conn is its /dev/cuse
 // descriptor and r its state (both from systemd's fd store). No CUSE_INIT
 // is answered; the open files are restored (Persistent devices adopt their
@@ -186,6 +192,13 @@ func (s *Server) Resume(ctx context.Context, conn *fusedev.Conn, r *memstate.Reg
 		s.finish(ErrNoState)
 		return fmt.Errorf("%w: header %s", ErrNoState, b)
 	}
+	if r.HeaderWord(hwHandedOver).Load() != 1 && !doc.Negotiated.CanResend() {
+		// Killed or crashed, and the kernel cannot resend what it read:
+		// those callers wait until the device ends.
+		s.finish(ErrUnclean)
+		return ErrUnclean
+	}
+	r.HeaderWord(hwHandedOver).Store(0) // this process serves now
 	st := newCuseState(r)
 	st.extra = doc.Extra
 	s.st = st
@@ -275,7 +288,11 @@ func (s *Server) Handover(ctx context.Context) error {
 	if f := s.fsrv.Load(); f != nil {
 		f.Handover()
 	}
-	return s.Stop(ctx)
+	err := s.Stop(ctx)
+	if err == nil && s.st != nil {
+		s.st.r.HeaderWord(hwHandedOver).Store(1) // see Resume
+	}
+	return err
 }
 
 // Persistent is implemented by a Device that keeps its contents in the

@@ -713,6 +713,28 @@ func TestHandover(t *testing.T) {
 	}
 }
 
+// On a connection without FUSE_NOTIFY_RESEND (before 7.40) a request left
+// unanswered at a handover would never be answered: it gets EINTR instead.
+func TestHandoverWithoutResend(t *testing.T) {
+	b := newBlocker()
+	fs := &hookFS{getattr: func(ctx context.Context, r *fusedev.Request, _ *abi.GetattrIn, _ *abi.AttrOut) error {
+		return b.wait(ctx, r)
+	}}
+	neg := &fusedev.Negotiated{Major: 7, Minor: 38, KernelMinor: 38, Flags: fusedev.DefaultFlags, MaxWrite: 1 << 20, MaxPages: 256}
+	k := fusetest.Start(t, fs, fusedev.Options{Resume: neg, HandoverGrace: 30 * time.Millisecond})
+	<-k.Server().Ready()
+	waiting := k.Send(abi.OpGetattr, 2, fusetest.Arg(abi.GetattrIn{}))
+	b.waitStarted(t, waiting)
+	k.Server().Handover()
+	k.Cancel()
+	if err := k.ServeErr(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if r := k.Reply(waiting); r.Errno != syscall.EINTR {
+		t.Errorf("request waiting at the handover answered %v, want EINTR", r.Errno)
+	}
+}
+
 // Requests resent by the kernel after FUSE_NOTIFY_RESEND say so.
 func TestResent(t *testing.T) {
 	resent := make(chan bool, 1)

@@ -35,8 +35,9 @@ type Request struct {
 // (Unique then carries abi.UniqueResend).
 func (r *Request) Resent() bool { return r.Unique&abi.UniqueResend != 0 }
 
-// AfterReply makes f run once the reply has been written to the kernel
-// (not when the request is left to a successor at a handover). A handler
+// AfterReply makes f run once the kernel took the reply (not when the
+// request is left to a successor at a handover, nor when the kernel no
+// longer waited for it: after FUSE_NOTIFY_RESEND it comes again). A handler
 // whose effects must happen exactly once across a restart uses it to drop
 // what it kept to answer a resent request the same way.
 func (r *Request) AfterReply(f func()) { r.after = f }

@@ -104,14 +104,15 @@ func (r *request) serve() {
 	if errno != 0 {
 		r.outLen, r.data = 0, nil
 	}
-	if errno == syscall.EINTR && r.ctx.handedOver() {
+	if errno == syscall.EINTR && r.ctx.handedOver() && s.canResend() {
 		// Stopped waiting for a handover: the kernel sends the request
-		// again to the successor, which answers it.
-	} else {
-		r.reply(errno)
-		if r.pub.after != nil {
-			r.pub.after()
-		}
+		// again to the successor, which answers it. (Without
+		// FUSE_NOTIFY_RESEND it would never be answered: EINTR then.)
+	} else if err := r.reply(errno); err == nil && r.pub.after != nil {
+		// Only a reply the kernel took: ENOENT means the request is gone
+		// (the connection aborted) or back in the kernel's queue (a
+		// FUSE_NOTIFY_RESEND), and then it comes again.
+		r.pub.after()
 	}
 
 	s.stats.record(r.hdr.Opcode, s.clock()-r.start, errno != 0)
@@ -149,8 +150,9 @@ func (s *Server) errnoOf(r *request, err error) syscall.Errno {
 	return syscall.EIO
 }
 
-// reply writes the one reply of the request.
-func (r *request) reply(errno syscall.Errno) {
+// reply writes the one reply of the request; it returns the write's error
+// (ENOENT: the kernel no longer waits for it; not logged).
+func (r *request) reply(errno syscall.Errno) error {
 	total := abi.SizeOutHeader + r.outLen + len(r.data)
 	hdr := (*abi.OutHeader)(unsafe.Pointer(&r.out[0]))
 	*hdr = abi.OutHeader{Len: uint32(total), Error: -int32(errno), Unique: r.hdr.Unique}
@@ -160,6 +162,7 @@ func (r *request) reply(errno syscall.Errno) {
 		r.s.log.WithFields(logrus.Fields{"op": r.hdr.Opcode, "unique": r.hdr.Unique, "len": total}).
 			WithError(err).Error("fuse: writing reply failed")
 	}
+	return err
 }
 
 // dataOf returns a buffer of n bytes for reply data: the request object's

@@ -107,6 +107,16 @@ type Negotiated struct {
 	CuseFlags    uint32        `json:"cuse_flags,omitempty"`
 }
 
+// CanResend reports whether the connection has FUSE_NOTIFY_RESEND (protocol
+// 7.40, Linux 6.9): whether a successor can have the kernel send again the
+// requests a process read and did not answer.
+func (n *Negotiated) CanResend() bool {
+	return n != nil && n.Minor >= abi.NotifyResend.MinMinor()
+}
+
+// canResend is CanResend of the negotiated parameters.
+func (s *Server) canResend() bool { return s.neg.Load().CanResend() }
+
 // Server serves one FUSE or CUSE connection.
 type Server struct {
 	fs   FileSystem
@@ -250,8 +260,9 @@ func (s *Server) Conns() []*Conn {
 // flight get HandoverGrace to finish and be answered; those still waiting
 // then (a read of a device with no data, a lock wait) have their contexts
 // cancelled and are left unanswered, so that the kernel sends them again
-// to the successor (FUSE_NOTIFY_RESEND); and FileSystem.Destroy is not
-// called, since the successor goes on with the file system's state.
+// to the successor (FUSE_NOTIFY_RESEND; on a connection without it, which
+// could never have them answered, they get EINTR); and FileSystem.Destroy
+// is not called, since the successor goes on with the file system's state.
 func (s *Server) Handover() { s.handover.Store(true) }
 
 // Wedge makes every reader stop serving after its current message, for
@@ -312,6 +323,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.conns = conns[1:]
 	s.mu.Unlock()
 
+	if s.opts.Resume != nil {
+		// Before any reader starts: the kernel puts back in its queue every
+		// request read and not answered on this connection, which would
+		// include those this process had begun, and they would be done
+		// twice (their first replies then find them gone: ENOENT).
+		switch err := s.NotifyResend(); {
+		case errors.Is(err, syscall.ENOSYS):
+			s.log.Debug("fuse: the protocol has no FUSE_NOTIFY_RESEND (7.40); requests read by the predecessor are not resent")
+		case err != nil:
+			s.log.WithError(err).Warn("asking the kernel to resend pending requests failed")
+		}
+	}
+
 	lc := &loopCtl{stop: make(chan struct{}), errs: make(chan error, 1)}
 	var slots []*readSlot
 	for i := 0; i < max(s.opts.Readers, len(conns)); i++ {
@@ -329,14 +353,6 @@ func (s *Server) Serve(ctx context.Context) error {
 			sl.timer.Stop()
 		}
 	}()
-	if s.opts.Resume != nil {
-		switch err := s.NotifyResend(); {
-		case errors.Is(err, syscall.ENOSYS):
-			s.log.Debug("fuse: the protocol has no FUSE_NOTIFY_RESEND (7.40); requests read by the predecessor are not resent")
-		case err != nil:
-			s.log.WithError(err).Warn("asking the kernel to resend pending requests failed")
-		}
-	}
 	select {
 	case <-s.ready:
 	default:
@@ -700,7 +716,7 @@ func (s *Server) dispatch(sl *readSlot, r *request, bp *[]byte, n int, now time.
 	sl.cur.Store(r)
 	if !s.acquire(sl.lc.stop) {
 		sl.cur.Store(nil)
-		if !s.handover.Load() {
+		if !s.handover.Load() || !s.canResend() {
 			s.replyError(c, h.Unique, syscall.EINTR) // else the successor gets it again
 		}
 		if r.big != nil {

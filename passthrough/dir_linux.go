@@ -87,7 +87,7 @@ func (fs *FS) Releasedir(ctx context.Context, r *fusedev.Request, in *abi.Releas
 		return syscall.EBADF
 	}
 	fs.st.closeHandle(h)
-	h.close()
+	fs.putHandle(h) // closes it, unless a READDIR still uses it
 	fs.openUnref(h.n)
 	return nil
 }
@@ -95,7 +95,11 @@ func (fs *FS) Releasedir(ctx context.Context, r *fusedev.Request, in *abi.Releas
 // Fsyncdir syncs a directory.
 func (fs *FS) Fsyncdir(ctx context.Context, r *fusedev.Request, in *abi.FsyncIn) error {
 	h := fs.handle(in.Fh)
-	if h == nil || !h.dir {
+	if h == nil {
+		return syscall.EBADF
+	}
+	defer fs.putHandle(h)
+	if !h.dir {
 		return syscall.EBADF
 	}
 	return fsync(h.fd, in.FsyncFlags)
@@ -117,7 +121,11 @@ func (fs *FS) Readdirplus(ctx context.Context, r *fusedev.Request, in *abi.ReadI
 
 func (fs *FS) readdir(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, out *fusedev.DirList) error {
 	h := fs.handle(in.Fh)
-	if h == nil || !h.dir {
+	if h == nil {
+		return syscall.EBADF
+	}
+	defer fs.putHandle(h)
+	if !h.dir {
 		return syscall.EBADF
 	}
 	if _, err := fs.admit(ctx, r, target{n: h.n, fd: h.fd}, reqArgs{}); err != nil {

@@ -26,6 +26,11 @@ type handle struct {
 	ds     *dirStream // directories
 	flags  uint32     // open(2) flags, to reopen it after a restart
 	slot   uint32     // restart state record + 1 (state_linux.go)
+	// refs counts the handle table's reference and the calls using fd: a
+	// RELEASE may come while a call the kernel gave up on (its caller was
+	// interrupted) still runs, and must not close fd under it. The last
+	// reference closes (putHandle).
+	refs atomic.Int32
 }
 
 func (h *handle) close() {
@@ -40,6 +45,7 @@ func (h *handle) close() {
 
 func (fs *FS) addHandle(h *handle) uint64 {
 	fs.openRef(h.n)
+	h.refs.Store(1)
 	fs.hmu.Lock()
 	fh := fs.nextFh
 	fs.nextFh++
@@ -49,14 +55,26 @@ func (fs *FS) addHandle(h *handle) uint64 {
 	return fh
 }
 
-// handle returns the open handle fh, or nil.
+// handle returns the open handle fh, or nil; give it back with putHandle.
 func (fs *FS) handle(fh uint64) *handle {
 	fs.hmu.RLock()
 	h := fs.handles[fh]
+	if h != nil {
+		h.refs.Add(1)
+	}
 	fs.hmu.RUnlock()
 	return h
 }
 
+// putHandle drops a reference to h; the last one closes its descriptor.
+func (fs *FS) putHandle(h *handle) {
+	if h.refs.Add(-1) == 0 {
+		h.close()
+	}
+}
+
+// takeHandle removes fh from the table and returns it with the table's
+// reference (for RELEASE; give it back with putHandle).
 func (fs *FS) takeHandle(fh uint64) *handle {
 	fs.hmu.Lock()
 	h := fs.handles[fh]
@@ -65,9 +83,14 @@ func (fs *FS) takeHandle(fh uint64) *handle {
 	return h
 }
 
+// fileHandle returns the open file fh; give it back with putHandle.
 func (fs *FS) fileHandle(fh uint64) (*handle, error) {
 	h := fs.handle(fh)
-	if h == nil || h.dir {
+	if h == nil {
+		return nil, syscall.EBADF
+	}
+	if h.dir {
+		fs.putHandle(h)
 		return nil, syscall.EBADF
 	}
 	return h, nil
@@ -443,6 +466,7 @@ func (fs *FS) Read(ctx context.Context, r *fusedev.Request, in *abi.ReadIn, dest
 	if err != nil {
 		return nil, err
 	}
+	defer fs.putHandle(h)
 	if h.rd != nil {
 		return fs.readRedacted(h, int64(in.Offset), dest)
 	}
@@ -507,26 +531,44 @@ func (fs *FS) Write(ctx context.Context, r *fusedev.Request, in *abi.WriteIn, da
 	if err != nil {
 		return 0, err
 	}
+	defer fs.putHandle(h)
 	if in.WriteFlags&abi.WriteKillSuidgid != 0 {
 		// The writer lacks CAP_FSETID: write as the writer, so the lower
 		// file system clears set-id bits and capabilities itself.
 		as := fs.become(&r.Caller)
 		defer fs.done(as)
 	}
+	// An O_APPEND file appends wherever the offset says: a write done
+	// twice (resent after a crash) would append twice. It is recorded
+	// like the other non-idempotent requests (state_linux.go).
+	var it *intent
+	if h.flags&unix.O_APPEND != 0 {
+		it = fs.st.begin(r)
+		if it.done {
+			return uint32(it.n), it.err
+		}
+	}
 	off := int64(in.Offset)
 	done := 0
+	var werr error
 	for done < len(data) {
 		n, err := unix.Pwrite(h.fd, data[done:], off+int64(done))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			if done > 0 {
-				break
+			if done == 0 {
+				werr = err
 			}
-			return 0, err
+			break
 		}
 		done += n
+	}
+	if it != nil {
+		it.finishWrite(done, werr)
+	}
+	if werr != nil {
+		return 0, werr
 	}
 	h.wrote.Store(true)
 	return uint32(done), nil
@@ -547,6 +589,7 @@ func (fs *FS) Flush(ctx context.Context, r *fusedev.Request, in *abi.FlushIn) er
 	if fs.opts.Locks == LocksLower {
 		if h := fs.handle(in.Fh); h != nil {
 			fs.dropOwner(h.n, in.LockOwner)
+			fs.putHandle(h)
 		}
 	}
 	return nil
@@ -585,7 +628,7 @@ func (fs *FS) Release(ctx context.Context, r *fusedev.Request, in *abi.ReleaseIn
 		}
 	}
 	io.mu.Unlock()
-	h.close()
+	fs.putHandle(h) // closes it, unless a call still uses it
 	if closeID != 0 {
 		if srv := fs.srv.Load(); srv != nil {
 			if err := srv.Conn().BackingClose(closeID); err != nil {
@@ -604,6 +647,7 @@ func (fs *FS) Fsync(ctx context.Context, r *fusedev.Request, in *abi.FsyncIn) er
 	if h == nil {
 		return syscall.EBADF
 	}
+	defer fs.putHandle(h)
 	return fsync(h.fd, in.FsyncFlags)
 }
 
@@ -620,6 +664,7 @@ func (fs *FS) Fallocate(ctx context.Context, r *fusedev.Request, in *abi.Falloca
 	if err != nil {
 		return err
 	}
+	defer fs.putHandle(h)
 	if _, err := fs.admit(ctx, r, target{n: h.n, fd: h.fd}, reqArgs{}); err != nil {
 		return err
 	}
@@ -636,6 +681,7 @@ func (fs *FS) Lseek(ctx context.Context, r *fusedev.Request, in *abi.LseekIn, ou
 	if err != nil {
 		return err
 	}
+	defer fs.putHandle(h)
 	off, err := unix.Seek(h.fd, int64(in.Offset), int(in.Whence))
 	if err != nil {
 		return err
@@ -650,10 +696,12 @@ func (fs *FS) CopyFileRange(ctx context.Context, r *fusedev.Request, in *abi.Cop
 	if err != nil {
 		return 0, err
 	}
+	defer fs.putHandle(hin)
 	hout, err := fs.fileHandle(in.FhOut)
 	if err != nil {
 		return 0, err
 	}
+	defer fs.putHandle(hout)
 	if hin.rd != nil {
 		// The kernel would copy the lower bytes unredacted: make it
 		// fall back to reading (redacted) and writing.

@@ -185,7 +185,7 @@ func (fs *FS) Init(ctx context.Context, s *fusedev.Server) error {
 func (fs *FS) Destroy() {
 	fs.hmu.Lock()
 	for fh, h := range fs.handles {
-		h.close()
+		fs.putHandle(h) // the table's reference
 		delete(fs.handles, fh)
 	}
 	fs.hmu.Unlock()

@@ -454,3 +454,38 @@ func TestOpenNodesKeepDescriptors(t *testing.T) {
 	}
 	fs.Release(ctx, req(abi.OpRelease, e.NodeID), &abi.ReleaseIn{Fh: o.Fh})
 }
+
+// A RELEASE that comes while a call on the handle still runs (the kernel
+// gave up on it: its caller was interrupted) does not close the lower
+// descriptor under that call; the call's end does.
+func TestReleaseWaitsForCallsInFlight(t *testing.T) {
+	ctx := context.Background()
+	fs, dir := newFS(t, Options{Passthrough: PassthroughOff})
+	os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644)
+	var e abi.EntryOut
+	if err := fs.Lookup(ctx, req(abi.OpLookup, 1), "f", &e); err != nil {
+		t.Fatal(err)
+	}
+	var o abi.OpenOut
+	if err := fs.Open(ctx, req(abi.OpOpen, e.NodeID), &abi.OpenIn{Flags: unix.O_RDONLY}, &o); err != nil {
+		t.Fatal(err)
+	}
+	h := fs.handle(o.Fh) // a READ still running
+	fd := h.fd
+	if err := fs.Release(ctx, req(abi.OpRelease, e.NodeID), &abi.ReleaseIn{Fh: o.Fh}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("the descriptor was closed under a call still using it: %v", err)
+	}
+	if got, err := unix.Pread(fd, make([]byte, 4), 0); err != nil || got != 4 {
+		t.Errorf("pread by the call in flight: %d, %v", got, err)
+	}
+	fs.putHandle(h)
+	if h.fd != -1 {
+		t.Error("the descriptor was not closed by the last call")
+	}
+	if fs.handle(o.Fh) != nil {
+		t.Error("the handle is still in the table after RELEASE")
+	}
+}

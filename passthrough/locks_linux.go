@@ -135,12 +135,10 @@ func (fs *FS) dropOwners(n *node) {
 	}
 }
 
+// lockHandle returns the open file of a lock request; give it back with
+// putHandle.
 func (fs *FS) lockHandle(in *abi.LkIn) (*handle, error) {
-	h := fs.handle(in.Fh)
-	if h == nil || h.dir {
-		return nil, syscall.EBADF
-	}
-	return h, nil
+	return fs.fileHandle(in.Fh)
 }
 
 // Getlk reports a lock that would conflict with the one described.
@@ -149,6 +147,7 @@ func (fs *FS) Getlk(ctx context.Context, r *fusedev.Request, in *abi.LkIn, out *
 	if err != nil {
 		return err
 	}
+	defer fs.putHandle(h)
 	if _, err := fs.admit(ctx, r, target{n: h.n, fd: -1}, reqArgs{}); err != nil {
 		return err
 	}
@@ -206,6 +205,7 @@ func (fs *FS) setlk(ctx context.Context, r *fusedev.Request, in *abi.LkIn, wait 
 	if err != nil {
 		return err
 	}
+	defer fs.putHandle(h)
 	if _, err := fs.admit(ctx, r, target{n: h.n, fd: -1}, reqArgs{}); err != nil {
 		return err
 	}

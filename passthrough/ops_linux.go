@@ -134,8 +134,12 @@ func (fs *FS) entryOf(ctx context.Context, c *fusedev.Caller, p *node, pfd int, 
 // for fstat, which also works when every name of it is gone).
 func (fs *FS) Getattr(ctx context.Context, r *fusedev.Request, in *abi.GetattrIn, out *abi.AttrOut) error {
 	if in.GetattrFlags&abi.GetattrFh != 0 {
-		if h := fs.handle(in.Fh); h != nil && h.n.id == r.NodeID {
-			return fs.getattr(ctx, r, h.n, h.fd, out)
+		if h := fs.handle(in.Fh); h != nil {
+			if h.n.id == r.NodeID {
+				defer fs.putHandle(h)
+				return fs.getattr(ctx, r, h.n, h.fd, out)
+			}
+			fs.putHandle(h)
 		}
 	}
 	n, fd, err := fs.get(r.NodeID)
@@ -212,7 +216,9 @@ func (fs *FS) Setattr(ctx context.Context, r *fusedev.Request, in *abi.SetattrIn
 	}
 	var h *handle
 	if in.Valid&abi.FattrFh != 0 {
-		h = fs.handle(in.Fh)
+		if h = fs.handle(in.Fh); h != nil {
+			defer fs.putHandle(h)
+		}
 	}
 	as := fs.become(&r.Caller)
 	err = fs.setattr(n, fd, h, in)

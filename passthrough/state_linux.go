@@ -69,6 +69,7 @@ const (
 	hwNextFh     = 3
 	hwLost       = 4 // records that did not fit: the state is incomplete
 	hwIntentHigh = 5
+	hwHandedOver = 6 // 1: the process handed the connection over (MarkHandedOver)
 
 	// Node record states.
 	recLive   = 1 // a node the kernel holds
@@ -139,12 +140,15 @@ type stateTracker struct {
 	handles *memstate.Table
 	intents *memstate.Table
 
-	imu     sync.Mutex
-	prior   map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
-	extra   []byte
-	source  string
-	lostLog sync.Once
-	written atomic.Bool // the header is written
+	imu   sync.Mutex
+	prior map[uint64]priorIntent // guarded by imu; the predecessor's intents, by unique
+	// priorEnd is when prior's records stop waiting for their resent
+	// requests; guarded by imu.
+	priorEnd time.Time
+	extra    []byte
+	source   string
+	lostLog  sync.Once
+	written  atomic.Bool // the header is written
 }
 
 // TrackState makes the FS keep its restart state in r (a region of at
@@ -434,6 +438,22 @@ type RestoreInfo struct {
 // before INIT was answered, or it is not a passthrough state).
 var ErrNoState = errors.New("no restart state")
 
+// ErrUnclean means the process that kept a state ended without handing the
+// connection over (killed, crashed) on a kernel without FUSE_NOTIFY_RESEND:
+// the requests it read and did not answer can never be answered, so the
+// connection is not worth resuming (ending it ends their callers' wait).
+var ErrUnclean = errors.New("the previous process ended without handing over, and this kernel cannot resend the requests it left unanswered (FUSE_NOTIFY_RESEND, Linux 6.9)")
+
+// MarkHandedOver records in the state that this process handed the
+// connection over: nothing it read is left unanswered (call it once the
+// server's Serve returned after Handover). A successor on a kernel without
+// FUSE_NOTIFY_RESEND resumes only such a state.
+func (fs *FS) MarkHandedOver() {
+	if fs.st != nil {
+		fs.st.r.HeaderWord(hwHandedOver).Store(1)
+	}
+}
+
 // Restore adopts the state a predecessor kept in r (from TrackState) and
 // goes on keeping it there. Call it on a fresh FS, before serving the
 // connection with fusedev.Options.Resume set to the returned Negotiated.
@@ -459,6 +479,12 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 	if lost := r.HeaderWord(hwLost).Load(); lost > 0 {
 		return nil, fmt.Errorf("restart state is incomplete: %d records did not fit", lost)
 	}
+	if r.HeaderWord(hwHandedOver).Load() != 1 && !doc.Negotiated.CanResend() {
+		return nil, ErrUnclean
+	}
+	// From now on this process serves: until it hands over in turn, an end
+	// is not clean.
+	r.HeaderWord(hwHandedOver).Store(0)
 	st := newTracker(r)
 	st.source = fs.source
 	st.written.Store(true)
@@ -533,9 +559,7 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 		ir := *(*intentRec)(unsafe.Pointer(unsafe.SliceData(rec)))
 		st.prior[ir.unique] = priorIntent{ir, slot}
 	})
-	if len(st.prior) > 0 {
-		time.AfterFunc(30*time.Second, st.dropPrior)
-	}
+	st.priorEnd = time.Now().Add(priorGrace)
 
 	// Open files: reopened as they were opened.
 	var handles []*handleRec
@@ -571,6 +595,7 @@ func (fs *FS) Restore(r *memstate.Region) (*RestoreInfo, error) {
 		}
 		h.restorePolicyBits(hr.flags)
 		fs.openRef(n)
+		h.refs.Store(1)
 		fs.hmu.Lock()
 		fs.handles[hr.fh] = h
 		fs.nextFh = max(fs.nextFh, hr.fh+1)
@@ -624,20 +649,25 @@ func (fs *FS) StateFile() *memstate.Region {
 }
 
 // Non-idempotent requests (MKDIR, MKNOD, SYMLINK, LINK, UNLINK, RMDIR,
-// RENAME, CREATE) must not be done twice when the kernel resends one that
+// RENAME, CREATE, and WRITE to a file opened O_APPEND) must not be done twice when the kernel resends one that
 // a killed predecessor had done but not answered: the second try would fail
 // (EEXIST, ENOENT) where the first succeeded. Each is recorded (intent)
 // before its system call and its outcome after it; the record goes once the
 // reply is written. A resent request finds its predecessor's record: a
 // known outcome is answered again, an unknown one (killed during the call)
-// is done again and EEXIST or ENOENT taken for the first try's success.
+// is done again and EEXIST or ENOENT taken for the first try's success
+// (an append write cut short by the crash is appended again: nothing tells
+// whether the first try reached the file).
 
 type intentRec struct {
 	state  uint64 // intentStarted, intentDone
 	unique uint64
 	opcode uint64
-	errno  uint64
+	errno  uint64 // or, for a write that succeeded, intentWrote | bytes written
 }
+
+// intentWrote marks the errno word of a write that succeeded.
+const intentWrote = 1 << 63
 
 type priorIntent struct {
 	intentRec
@@ -653,10 +683,11 @@ const (
 type intent struct {
 	st   *stateTracker
 	slot uint32 // +1; 0: not recorded
-	// Done: the predecessor did it and its outcome was err. Uncertain: it
-	// may have done it.
+	// Done: the predecessor did it and its outcome was err (and n bytes
+	// written, for a write). Uncertain: it may have done it.
 	done, uncertain bool
 	err             error
+	n               int
 }
 
 // begin records that r is about to be done, or finds the predecessor's
@@ -666,6 +697,7 @@ func (st *stateTracker) begin(r *fusedev.Request) *intent {
 	if st == nil {
 		return it
 	}
+	st.dropPriorLater()
 	if r.Resent() {
 		st.imu.Lock()
 		prev, ok := st.prior[r.Unique&^abi.UniqueResend]
@@ -675,7 +707,9 @@ func (st *stateTracker) begin(r *fusedev.Request) *intent {
 			it.slot = prev.slot + 1
 			if prev.state == intentDone {
 				it.done = true
-				if prev.errno != 0 {
+				if prev.errno&intentWrote != 0 {
+					it.n = int(prev.errno &^ intentWrote)
+				} else if prev.errno != 0 {
 					it.err = syscall.Errno(prev.errno)
 				}
 			} else {
@@ -714,6 +748,17 @@ func (it *intent) finish(err error) {
 	it.st.intents.State(it.slot - 1).Store(intentDone)
 }
 
+// finishWrite records the outcome of a write: n bytes written, or err.
+func (it *intent) finishWrite(n int, err error) {
+	if it.slot == 0 || err != nil {
+		it.finish(err)
+		return
+	}
+	ir := (*intentRec)(unsafe.Pointer(unsafe.SliceData(it.st.intents.Record(it.slot - 1))))
+	ir.errno = intentWrote | uint64(n)
+	it.st.intents.State(it.slot - 1).Store(intentDone)
+}
+
 // free drops the record once the reply is written.
 func (it *intent) free() {
 	if it.slot != 0 {
@@ -722,9 +767,19 @@ func (it *intent) free() {
 	}
 }
 
-// dropPrior frees the predecessor's records no resent request claimed.
-func (st *stateTracker) dropPrior() {
+// priorGrace is how long the predecessor's intent records wait for their
+// resent requests; the kernel resends at once when the successor starts.
+const priorGrace = 30 * time.Second
+
+// dropPriorLater frees, once their time is up, the predecessor's records
+// no resent request claimed (their requests were answered). It is checked
+// as requests begin, which only happens while the state is mapped.
+func (st *stateTracker) dropPriorLater() {
 	st.imu.Lock()
+	if len(st.prior) == 0 || time.Now().Before(st.priorEnd) {
+		st.imu.Unlock()
+		return
+	}
 	prior := st.prior
 	st.prior = nil
 	st.imu.Unlock()

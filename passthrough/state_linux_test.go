@@ -2,11 +2,14 @@ package passthrough
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -225,6 +228,7 @@ func TestStateResentOnce(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "gone"), nil, 0o644)
 	os.WriteFile(filepath.Join(dir, "from"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "log"), nil, 0o644)
 	fs1, r := trackedFS(t, dir)
 	with := func(op abi.Opcode, unique uint64) *fusedev.Request {
 		q := req(op, 1)
@@ -241,6 +245,24 @@ func TestStateResentOnce(t *testing.T) {
 	}
 	if err := fs1.Rename(ctx, with(abi.OpRename, 14), &abi.Rename2In{Newdir: 1}, "from", "to"); err != nil {
 		t.Fatal(err)
+	}
+	var le abi.EntryOut
+	if err := fs1.Lookup(ctx, with(abi.OpLookup, 19), "log", &le); err != nil {
+		t.Fatal(err)
+	}
+	var lo abi.OpenOut
+	oq := with(abi.OpOpen, 20)
+	oq.NodeID = le.NodeID
+	if err := fs1.Open(ctx, oq, &abi.OpenIn{Flags: unix.O_WRONLY | unix.O_APPEND}, &lo); err != nil {
+		t.Fatal(err)
+	}
+	appendTo := func(fs *FS, unique uint64, data string) (uint32, error) {
+		q := with(abi.OpWrite, unique)
+		q.NodeID = le.NodeID
+		return fs.Write(ctx, q, &abi.WriteIn{Fh: lo.Fh}, []byte(data))
+	}
+	if n, err := appendTo(fs1, 22, "once;"); n != 5 || err != nil {
+		t.Fatalf("append: %d, %v", n, err)
 	}
 	// Answered: its record goes.
 	q := with(abi.OpUnlink, 16)
@@ -263,8 +285,84 @@ func TestStateResentOnce(t *testing.T) {
 	if err := fs2.Rename(ctx, with(abi.OpRename, 14|abi.UniqueResend), &abi.Rename2In{Newdir: 1}, "from", "to"); err != nil {
 		t.Errorf("resent RENAME: %v", err)
 	}
+	if n, err := appendTo(fs2, 22|abi.UniqueResend, "once;"); n != 5 || err != nil {
+		t.Errorf("resent append WRITE: %d, %v", n, err)
+	}
+	if n, err := appendTo(fs2, 24, "then;"); n != 5 || err != nil {
+		t.Errorf("append WRITE: %d, %v", n, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "log")); string(b) != "once;then;" {
+		t.Errorf("appended file holds %q, want %q", b, "once;then;")
+	}
 	// A request the predecessor never started gets its true answer.
 	if err := fs2.Unlink(ctx, with(abi.OpUnlink, 18|abi.UniqueResend), "gone"); err != syscall.ENOENT {
 		t.Errorf("resent UNLINK never started: %v, want ENOENT", err)
+	}
+	// The predecessor's records no resent request claimed (its answered
+	// UNLINK of "nothing", unique 16) go once their time is up, at the next
+	// request. (Without a server nothing runs AfterReply here: the records
+	// of the requests above stay.)
+	has16 := func() (found bool) {
+		fs2.st.intents.Scan(func(_ uint32, _ uint64, rec []byte) {
+			found = found || (*intentRec)(unsafe.Pointer(unsafe.SliceData(rec))).unique == 16
+		})
+		return found
+	}
+	if !has16() {
+		t.Fatal("the predecessor's record of unique 16 is not there to drop")
+	}
+	fs2.Unlink(ctx, with(abi.OpUnlink, 30), "nothing")
+	if !has16() {
+		t.Error("dropped before its time")
+	}
+	fs2.st.imu.Lock()
+	fs2.st.priorEnd = time.Now().Add(-time.Second)
+	fs2.st.imu.Unlock()
+	fs2.Unlink(ctx, with(abi.OpUnlink, 32), "nothing")
+	if has16() {
+		t.Error("the unclaimed record is still there after its time")
+	}
+}
+
+// On a kernel without FUSE_NOTIFY_RESEND a state is resumed only after a
+// hand-over: after a crash, what the process read and did not answer can
+// never be answered. The successor owns the state from then on, so its own
+// crash is not clean either.
+func TestStateUncleanWithoutResend(t *testing.T) {
+	dir := t.TempDir()
+	fs1, err := New(dir, Options{Passthrough: PassthroughOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs1.Close()
+	r, err := memstate.Create("test", StateSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := fs1.TrackState(r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs1.st.writeHeader(fs1, &fusedev.Negotiated{Major: 7, Minor: 38, MaxWrite: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() error {
+		fs, err := New(dir, Options{Passthrough: PassthroughOff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fs.Close()
+		_, err = fs.Restore(successor(t, r))
+		return err
+	}
+	if err := restore(); !errors.Is(err, ErrUnclean) {
+		t.Errorf("restore after a crash on 7.38: %v, want ErrUnclean", err)
+	}
+	fs1.MarkHandedOver()
+	if err := restore(); err != nil {
+		t.Errorf("restore after a hand-over on 7.38: %v", err)
+	}
+	if err := restore(); !errors.Is(err, ErrUnclean) {
+		t.Errorf("restore after the successor's crash: %v, want ErrUnclean", err)
 	}
 }

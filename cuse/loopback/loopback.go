@@ -215,6 +215,7 @@ func (h *handle) ReadSlice(ctx context.Context, op cuse.Op, dest []byte) ([]byte
 func (h *handle) read(ctx context.Context, op cuse.Op, dest []byte, direct bool) ([]byte, error) {
 	d := h.d
 	d.mu.Lock()
+	d.ps.dropPriorLater(d)
 	if n, ok := d.ps.replayRead(d, op, dest); ok {
 		d.mu.Unlock()
 		return dest[:n], nil
@@ -258,6 +259,7 @@ func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error
 	d := h.d
 	done := 0
 	d.mu.Lock()
+	d.ps.dropPriorLater(d)
 	done = d.ps.resumeWrite(d, op, len(data))
 	for {
 		n := d.writeLocked(data[done:])

@@ -2,6 +2,7 @@ package loopback
 
 import (
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/fusegate/fusegate/cuse"
@@ -23,6 +24,10 @@ import (
 //     same bytes again; no writer may overwrite them meanwhile.
 //   - A WRITE records how many of its bytes are in the ring; a resent WRITE
 //     goes on from there instead of writing them twice.
+//   - A predecessor killed after a reply but before its record went leaves
+//     a record no resent request claims: the successor drops those a while
+//     after it started (dropPrior), so they neither hold ring space nor
+//     fill the table.
 
 const (
 	maxPending = 32
@@ -61,8 +66,16 @@ type persist struct {
 	sel    *uint64
 	blocks [2]*block
 	ring   []byte
-	cur    block // guarded by Device.mu: what the next commit stores
+	cur    block             // guarded by Device.mu: what the next commit stores
+	prior  map[uint64]uint32 // guarded by Device.mu: the predecessor's records (unique: kind)
+	// priorEnd is when the records in prior stop waiting; guarded by
+	// Device.mu.
+	priorEnd time.Time
 }
+
+// priorGrace is how long the predecessor's records wait for their resent
+// requests; the kernel resends at once when the successor starts.
+const priorGrace = 30 * time.Second
 
 func init() {
 	if blockOff+2*unsafe.Sizeof(block{}) > ringOff {
@@ -89,6 +102,42 @@ func (p *persist) restore(d *Device) {
 		p.cur = block{}
 	}
 	d.head, d.n = int(p.cur.head), int(p.cur.n)
+	for i := 0; i < int(p.cur.npend); i++ {
+		if p.prior == nil {
+			p.prior = map[uint64]uint32{}
+			p.priorEnd = time.Now().Add(priorGrace)
+		}
+		p.prior[p.cur.pend[i].unique] = p.cur.pend[i].kind
+	}
+}
+
+// dropPriorLater drops the predecessor's records once their time is up
+// (checked on each request, which only come while the state is mapped).
+// Device.mu is held.
+func (p *persist) dropPriorLater(d *Device) {
+	if p == nil || p.prior == nil || time.Now().Before(p.priorEnd) {
+		return
+	}
+	p.dropPrior(d)
+}
+
+// dropPrior drops the predecessor's records that no resent request
+// claimed: their requests were answered before it died. Device.mu is held.
+func (p *persist) dropPrior(d *Device) {
+	for unique, kind := range p.prior {
+		i := p.find(unique, kind)
+		switch {
+		case i < 0:
+		case kind == pendRead:
+			p.cur.pend[i].kind = pendReadDone
+		case kind == pendWrite:
+			p.remove(i)
+		}
+	}
+	p.prior = nil
+	p.freeDelivered(d)
+	p.commit(d)
+	d.changedLocked() // space for writers
 }
 
 // commit makes the device's state current in the memfd. Device.mu is held.
@@ -155,8 +204,17 @@ func (d *Device) delivered(unique uint64) {
 	if i := p.find(unique, pendRead); i >= 0 {
 		p.cur.pend[i].kind = pendReadDone
 	}
-	// Reservations are freed oldest first: they are the bytes right
-	// before head, in the order they were taken.
+	p.freeDelivered(d)
+	p.commit(d)
+	d.changedLocked() // space for writers
+	d.mu.Unlock()
+	d.wakePollers()
+}
+
+// freeDelivered frees the reservations of answered reads. Reservations are
+// freed oldest first: they are the bytes right before head, in the order
+// they were taken. Device.mu is held.
+func (p *persist) freeDelivered(d *Device) {
 	for {
 		i := -1
 		for j := 0; j < int(p.cur.npend); j++ {
@@ -174,10 +232,6 @@ func (d *Device) delivered(unique uint64) {
 	if d.n == 0 && p.cur.resv == 0 {
 		d.head = 0
 	}
-	p.commit(d)
-	d.changedLocked() // space for writers
-	d.mu.Unlock()
-	d.wakePollers()
 }
 
 // replayRead answers a resent READ with the bytes its first try took.
@@ -189,6 +243,7 @@ func (p *persist) replayRead(d *Device, op cuse.Op, dest []byte) (int, bool) {
 	if i < 0 {
 		return 0, false
 	}
+	delete(p.prior, op.Unique) // claimed
 	e := p.cur.pend[i]
 	n := min(int(e.len), len(dest))
 	first := min(n, len(p.ring)-int(e.off))
@@ -208,6 +263,7 @@ func (p *persist) resumeWrite(d *Device, op cuse.Op, size int) int {
 	if i < 0 {
 		return 0
 	}
+	delete(p.prior, op.Unique) // claimed
 	op.AfterReply(func() { d.written(op.Unique) })
 	return min(int(p.cur.pend[i].len), size)
 }

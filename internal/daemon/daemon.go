@@ -108,8 +108,9 @@ type Daemon struct {
 	grace   atomic.Int64 // time.Duration: daemon.shutdown_grace
 	reloads struct{ ok, failed atomic.Uint64 }
 
-	stored        stored      // guarded by opMu; the fd store's descriptors not yet taken over
+	stored        *stored     // set under opMu at start; the fd store's descriptors not yet taken over
 	handoverAsked atomic.Bool // RequestHandover
+	sd            sdQuery     // systemd, asked at a stop whether it is a restart
 }
 
 // New returns a Daemon; Run starts it.
@@ -278,6 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.setState(StateRunning)
 	d.notify.Ready(d.summary())
+	d.prepareStop()
 	d.printWhere()
 	d.opMu.Unlock()
 
@@ -293,22 +295,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-// startAll starts every mount, then every device, of a fresh start-up. A
-// mount that fails fails the start; a device fails it too unless the kernel
-// has no CUSE (then the devices are left out with one warning).
+// startAll starts every mount and every device of a start-up, the devices
+// alongside the mounts: after a restart each resumes as soon as it can, so
+// a device's clients do not also wait for the mounts. A mount that fails
+// fails the start; a device fails it too unless the kernel has no CUSE
+// (then the devices are left out with one warning).
 func (d *Daemon) startAll(l *loaded) error {
+	devErr := make(chan error, 1)
+	go func() { devErr <- d.startDevices(l.cfg.Devices) }()
+	var mountErr error
 	for _, mc := range l.cfg.Mounts {
 		m, err := d.startMount(mc, l.policies[mc.Name])
 		d.mu.Lock()
 		d.mounts[mc.Name] = m
 		d.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("mount %s: %w", mc.Name, err)
+			mountErr = fmt.Errorf("mount %s: %w", mc.Name, err)
+			break
 		}
 	}
+	return errors.Join(mountErr, <-devErr)
+}
+
+// startDevices starts the devices of a start-up, one after the other.
+func (d *Daemon) startDevices(dcs []config.Device) error {
 	var noCuse []string
 	var why error
-	for _, dc := range l.cfg.Devices {
+	for _, dc := range dcs {
 		dv, err := d.startDevice(dc)
 		d.mu.Lock()
 		d.devices[dc.Name] = dv

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -62,30 +63,55 @@ func mountIdentity(mc config.Mount) json.RawMessage {
 // when a service manager can hold it.
 func (d *Daemon) keepState() bool { return d.notify.Enabled() }
 
-// stored are the descriptors systemd handed back, by fd store name.
-type stored map[string][]*os.File
+// stored are the descriptors systemd handed back, by fd store name. Mounts
+// and devices take theirs at the same time (startAll), so it has a lock of
+// its own. A nil *stored holds nothing.
+type stored struct {
+	mu    sync.Mutex
+	files map[string][]*os.File // guarded by mu
+}
 
 // takeStored moves the fd store's descriptors out of the inherited set.
 func takeStored(in interface {
 	Names() []string
 	Take(string) []*os.File
-}) stored {
-	s := stored{}
+}) *stored {
+	s := &stored{files: map[string][]*os.File{}}
 	if in == nil {
 		return s
 	}
 	for _, name := range in.Names() {
 		if strings.HasPrefix(name, "fuse/") || strings.HasPrefix(name, "cuse/") {
-			s[name] = in.Take(name)
+			s.files[name] = in.Take(name)
 		}
 	}
 	return s
 }
 
-func (s stored) take(name string) []*os.File {
-	fs := s[name]
-	delete(s, name)
+func (s *stored) take(name string) []*os.File {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fs := s.files[name]
+	delete(s.files, name)
 	return fs
+}
+
+// names lists the names not taken yet, sorted.
+func (s *stored) names() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.files))
+	for n := range s.files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func closeFiles(fs []*os.File) {
@@ -130,7 +156,7 @@ func (d *Daemon) unstoreMount(name string) {
 // resumeMount takes over a mount whose descriptors and state systemd kept.
 // It returns errNoResume (wrapped) when there is nothing usable to resume:
 // the caller then clears what is left and mounts afresh.
-func (d *Daemon) resumeMount(m *mount, st stored) error {
+func (d *Daemon) resumeMount(m *mount, st *stored) error {
 	mc := m.cfg
 	fuseFiles := st.take(fuseFDName(mc.Name))
 	cloneFiles := st.take(fuseClonesFDName(mc.Name))
@@ -255,13 +281,8 @@ func (d *Daemon) clearStored(name, mountpoint string, files []*os.File) {
 // dropLeftovers clears stored descriptors no configured mount or device
 // took (they were removed from the configuration while the daemon was
 // down).
-func (d *Daemon) dropLeftovers(st stored) {
-	names := make([]string, 0, len(st))
-	for n := range st {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+func (d *Daemon) dropLeftovers(st *stored) {
+	for _, n := range st.names() {
 		files := st.take(n)
 		if len(files) == 0 {
 			continue
@@ -292,10 +313,10 @@ func (d *Daemon) stopMode() (handover bool, why string) {
 	if d.opts.RestartPending != nil {
 		return d.opts.RestartPending()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	t0 := time.Now()
-	restart, job, err := systemdRestartPending(ctx)
+	restart, job, err := systemdRestartPending(ctx, &d.sd)
 	took := time.Since(t0).Round(time.Microsecond)
 	switch {
 	case err != nil:
@@ -309,10 +330,36 @@ func (d *Daemon) stopMode() (handover bool, why string) {
 	return false, fmt.Sprintf("systemd job %q (asked in %v)", job, took)
 }
 
+// prepareStop connects to systemd ahead of a stop (see sdQuery); errors
+// are retried at the stop.
+func (d *Daemon) prepareStop() {
+	if !d.keepState() || d.opts.RestartPending != nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.sd.connect(ctx); err != nil {
+			d.log.WithError(err).Warn("cannot reach systemd over D-Bus yet; trying again at the stop")
+		} else if n := d.sd.resentCalls(); n > 0 {
+			d.log.WithField("resent", n).Info("systemd answered on D-Bus only after the call was sent again")
+		}
+	}()
+}
+
 // RequestHandover makes the next stop a hand-over: mounts and devices are
 // left to a successor that gets the descriptors from the fd store (what a
-// supervisor other than systemd asks with SIGUSR1 before SIGTERM).
-func (d *Daemon) RequestHandover() { d.handoverAsked.Store(true) }
+// supervisor other than systemd asks with SIGUSR1 before SIGTERM). It
+// acknowledges with STATUS=HandoverStatus on the notify socket, which the
+// supervisor may wait for before it sends SIGTERM.
+func (d *Daemon) RequestHandover() {
+	d.handoverAsked.Store(true)
+	d.notify.Status(HandoverStatus)
+}
+
+// HandoverStatus is the STATUS= a daemon sends when asked to hand over at
+// its next stop.
+const HandoverStatus = "hand-over requested: the next stop leaves mounts and devices to a successor"
 
 // handover stops serving every mount and device and leaves them, with
 // their state, to the successor.
@@ -338,6 +385,7 @@ func (d *Daemon) handover(why string) {
 			}
 			m.srv.Handover()
 			m.stopServing()
+			m.fs.MarkHandedOver() // nothing left unanswered: see passthrough.ErrUnclean
 		}()
 	}
 	for _, dv := range ds {

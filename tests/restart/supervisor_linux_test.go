@@ -212,13 +212,37 @@ func (s *supervisor) start() {
 	}
 }
 
+// askHandover sends SIGUSR1 and waits for the daemon's acknowledgement
+// (STATUS= on the notify socket), sending it again if none comes: a
+// SIGTERM that overtook it would stop the daemon for good.
+func (s *supervisor) askHandover() {
+	s.t.Helper()
+	s.mu.Lock()
+	from := len(s.msgs)
+	s.mu.Unlock()
+	for try := 0; try < 5; try++ {
+		s.cmd.Process.Signal(syscall.SIGUSR1)
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+			s.mu.Lock()
+			for _, m := range s.msgs[from:] {
+				if strings.Contains(m, "STATUS=hand-over requested") {
+					s.mu.Unlock()
+					return
+				}
+			}
+			s.mu.Unlock()
+		}
+		s.t.Logf("no acknowledgement of SIGUSR1 within 2 s (try %d); sending it again", try+1)
+	}
+	s.t.Fatalf("the daemon never acknowledged SIGUSR1:\n%s", s.out.String())
+}
+
 // stop sends sig (SIGUSR1 first when handover is set) and waits for the
 // daemon to exit.
 func (s *supervisor) stop(sig syscall.Signal, handover bool) {
 	s.t.Helper()
 	if handover {
-		s.cmd.Process.Signal(syscall.SIGUSR1)
-		time.Sleep(20 * time.Millisecond) // let the daemon take it before SIGTERM
+		s.askHandover()
 	}
 	s.cmd.Process.Signal(sig)
 	select {

@@ -47,15 +47,29 @@ type Result struct {
 	Failed   uint64
 	// MaxStall is the longest operation that should never block (file
 	// operations, device writes, a device read after poll said readable);
-	// MaxStallOp says which and when it ended.
-	MaxStall   time.Duration
-	MaxStallOp string
-	MaxStallAt time.Time
+	// MaxStallOp says which and when it ended, MaxStallMono when it
+	// started on CLOCK_MONOTONIC (the clock of the journal's
+	// short-monotonic timestamps), in nanoseconds.
+	MaxStall     time.Duration
+	MaxStallOp   string
+	MaxStallAt   time.Time
+	MaxStallMono int64
 	// DeviceBytes went through the device and came back in order.
 	DeviceBytes uint64
 	FileBytes   uint64
-	// Slow are the operations that took over 50 ms, for the log.
+	// Slow are the longest operations (at most slowKeep, over 50 ms), in
+	// the order they started, for the log.
 	Slow []string
+	slow []slowOp
+}
+
+// slowKeep is how many of the longest operations a Result lists.
+const slowKeep = 12
+
+type slowOp struct {
+	start time.Time
+	d     time.Duration
+	what  string
 }
 
 func (r *Result) String() string {
@@ -81,21 +95,41 @@ func (r *run) fail(format string, args ...any) {
 // timed runs f and records its duration as a stall candidate.
 func (r *run) timed(what string, f func() error) error {
 	t0 := time.Now()
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	err := f()
 	d := time.Since(t0)
 	r.ops.Add(1)
 	r.mu.Lock()
 	if d > r.res.MaxStall {
-		r.res.MaxStall, r.res.MaxStallOp, r.res.MaxStallAt = d, what, time.Now()
+		r.res.MaxStall, r.res.MaxStallOp, r.res.MaxStallAt, r.res.MaxStallMono = d, what, time.Now(), ts.Nano()
 	}
-	if d > 50*time.Millisecond && len(r.res.Slow) < 50 {
-		r.res.Slow = append(r.res.Slow, fmt.Sprintf("%s %s took %v", t0.Format("15:04:05.000"), what, d.Round(time.Microsecond)))
+	if d > 50*time.Millisecond {
+		r.keepSlow(slowOp{t0, d, what})
 	}
 	r.mu.Unlock()
 	if err != nil {
 		r.fail("%s: %v", what, err)
 	}
 	return err
+}
+
+// keepSlow keeps op if it is among the slowKeep longest. r.mu is held.
+func (r *run) keepSlow(op slowOp) {
+	sl := r.res.slow
+	if len(sl) < slowKeep {
+		r.res.slow = append(sl, op)
+		return
+	}
+	short := 0
+	for i := range sl {
+		if sl[i].d < sl[short].d {
+			short = i
+		}
+	}
+	if op.d > sl[short].d {
+		sl[short] = op
+	}
 }
 
 // Run loads until ctx ends and returns what it saw.
@@ -126,7 +160,10 @@ func Run(ctx context.Context, o Options) *Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.res.Ops = r.ops.Load()
-	sort.Strings(r.res.Slow)
+	sort.Slice(r.res.slow, func(i, j int) bool { return r.res.slow[i].start.Before(r.res.slow[j].start) })
+	for _, op := range r.res.slow {
+		r.res.Slow = append(r.res.Slow, fmt.Sprintf("%s %s took %v", op.start.Format("15:04:05.000"), op.what, op.d.Round(time.Microsecond)))
+	}
 	return &r.res
 }
 
