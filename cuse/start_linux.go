@@ -120,6 +120,14 @@ func (s *Server) start(ctx context.Context) error {
 	close(s.ready)
 	s.log.WithFields(map[string]any{"path": s.Path(), "major": s.devMajor, "minor": s.devMinor}).Debug("cuse: device ready")
 
+	s.watch(ctx, sctx, cancel, conn, sv)
+	return nil
+}
+
+// watch ends the serving context sctx (through cancel) when ctx ends, and
+// finishes the device when the server goroutine sv returns: conn is closed
+// (the kernel removes the node) unless the device was handed over.
+func (s *Server) watch(ctx, sctx context.Context, cancel context.CancelFunc, conn *fusedev.Conn, sv *serving) {
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -131,11 +139,10 @@ func (s *Server) start(ctx context.Context) error {
 		<-sv.done
 		cancel()
 		if !s.handedOver.Load() {
-			conn.Close() // the kernel removes the node
+			conn.Close()
 		}
 		s.finish(sv.err)
 	}()
-	return nil
 }
 
 // serving is the fusedev server's goroutine: err is set before done closes.

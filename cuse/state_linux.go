@@ -257,21 +257,7 @@ func (s *Server) Resume(ctx context.Context, conn *fusedev.Conn, r *memstate.Reg
 	for _, kh := range khs {
 		s.notifyPoll(kh)
 	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	go func() {
-		<-sv.done
-		cancel()
-		if !s.handedOver.Load() {
-			conn.Close() // the kernel removes the node
-		}
-		s.finish(sv.err)
-	}()
+	s.watch(ctx, sctx, cancel, conn, sv)
 	if !doc.Negotiated.KernelFlags.Has(abi.InitHasResend) && doc.Negotiated.Minor < 40 {
 		s.log.Debug("cuse: no FUSE_NOTIFY_RESEND on this kernel")
 	}

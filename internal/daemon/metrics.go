@@ -5,6 +5,7 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/internal/promtext"
+	"github.com/fusegate/fusegate/policy"
 )
 
 // latencyBounds are fusedev.LatencyBuckets in seconds.
@@ -99,39 +100,20 @@ func (d *Daemon) WriteMetrics(out io.Writer) error {
 		}
 	}
 
-	w.Family("fusegate_policy_decisions_total", promtext.Counter, "Policy decisions, by mount and deciding rule (reset when a reload changes the policy).")
-	for _, m := range ms {
-		if e := m.engine(); e != nil {
-			for _, r := range e.Stats() {
-				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Decisions))
+	perRule := func(name, help string, v func(policy.RuleStats) uint64) {
+		w.Family(name, promtext.Counter, help+", by mount and deciding rule (reset when a reload changes the policy).")
+		for _, m := range ms {
+			if e := m.engine(); e != nil {
+				for _, r := range e.Stats() {
+					w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(v(r)))
+				}
 			}
 		}
 	}
-	w.Family("fusegate_policy_denials_total", promtext.Counter, "Requests the policy denied, by mount and deciding rule (reset when a reload changes the policy).")
-	for _, m := range ms {
-		if e := m.engine(); e != nil {
-			for _, r := range e.Stats() {
-				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Denials))
-			}
-		}
-	}
-
-	w.Family("fusegate_policy_audit_logged_total", promtext.Counter, "Denials logged by the audit, by mount and deciding rule (reset when a reload changes the policy).")
-	for _, m := range ms {
-		if e := m.engine(); e != nil {
-			for _, r := range e.Stats() {
-				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Logged))
-			}
-		}
-	}
-	w.Family("fusegate_policy_audit_suppressed_total", promtext.Counter, "Denials the audit did not log (rate limit per caller and rule), by mount and deciding rule (reset when a reload changes the policy).")
-	for _, m := range ms {
-		if e := m.engine(); e != nil {
-			for _, r := range e.Stats() {
-				w.Sample(promtext.Labels{"mount": m.cfg.Name, "rule": r.Rule}, float64(r.Suppressed))
-			}
-		}
-	}
+	perRule("fusegate_policy_decisions_total", "Policy decisions", func(r policy.RuleStats) uint64 { return r.Decisions })
+	perRule("fusegate_policy_denials_total", "Requests the policy denied", func(r policy.RuleStats) uint64 { return r.Denials })
+	perRule("fusegate_policy_audit_logged_total", "Denials logged by the audit", func(r policy.RuleStats) uint64 { return r.Logged })
+	perRule("fusegate_policy_audit_suppressed_total", "Denials the audit did not log (rate limit per caller and rule)", func(r policy.RuleStats) uint64 { return r.Suppressed })
 	type polRow struct {
 		mount              string
 		redacted, filtered float64

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -210,23 +209,13 @@ func daemonStats(b *testing.B, d *harness.Daemon, path string) statsDoc {
 	}
 }
 
-// daemonCPU is the CPU time the process pid has used, summed over its
-// threads (/proc/PID/task/*/schedstat, first field): steadier than wall
-// time on a shared machine.
+// daemonCPU is harness.ProcessCPU, failing b when pid has no threads.
 func daemonCPU(b *testing.B, pid int) time.Duration {
-	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/schedstat")
-	var total time.Duration
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue // a thread that ended
-		}
-		if f := strings.Fields(string(data)); len(f) > 0 {
-			n, _ := strconv.ParseInt(f[0], 10, 64)
-			total += time.Duration(n)
-		}
+	d, err := harness.ProcessCPU(pid)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return total
+	return d
 }
 
 func median(v []float64) float64 {

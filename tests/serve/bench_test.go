@@ -68,25 +68,13 @@ func benchSetup(b *testing.B) *benchTargets {
 	return &benchTargets{native: p("native"), none: p("mp-none"), policy: p("mp-policy"), d: d}
 }
 
-// daemonCPU returns the CPU time the daemon's threads have used
-// (/proc/PID/task/*/schedstat: the first field, in ns).
+// daemonCPU is harness.ProcessCPU, failing b when pid has no threads.
 func daemonCPU(b *testing.B, pid int) time.Duration {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	if err != nil || len(tasks) == 0 {
-		b.Fatalf("no threads of %d: %v", pid, err)
+	d, err := harness.ProcessCPU(pid)
+	if err != nil {
+		b.Fatal(err)
 	}
-	var total time.Duration
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue // a thread that ended
-		}
-		if f := strings.Fields(string(data)); len(f) > 0 {
-			n, _ := strconv.ParseInt(f[0], 10, 64)
-			total += time.Duration(n)
-		}
-	}
-	return total
+	return d
 }
 
 // reportDaemonCPU adds the daemon's CPU time per operation to b's results
