@@ -61,7 +61,12 @@ func TestDescriptorsBounded(t *testing.T) {
 	}
 	peak := openFds(t, m.d.Pid())
 	s := m.stats()
-	if s.FS.Nodes < files {
+	if forgets := s.count("FORGET") + s.count("BATCH_FORGET"); s.FS.Nodes < files && forgets > 0 {
+		// Something outside this test made the kernel drop its caches
+		// (drop_caches by another process, memory pressure): it forgot
+		// nodes before the test asked it to.
+		t.Logf("after %d lookups: %d nodes; the kernel already sent %d FORGET/BATCH_FORGET requests", files, s.FS.Nodes, forgets)
+	} else if s.FS.Nodes < files {
 		t.Errorf("after %d lookups: %d nodes; want a node per file", files, s.FS.Nodes)
 	}
 	if limit := base + s.FS.MaxNodeFds + 16; peak > limit || s.FS.Evictions == 0 {
