@@ -443,19 +443,17 @@ func (d *Daemon) summary() string {
 	var mountsUp, devsUp int
 	var problems []string
 	for _, m := range ms {
-		st := m.status()
-		if st.State == stateRunning {
+		if state := m.currentState(); state == stateRunning {
 			mountsUp++
 		} else {
-			problems = append(problems, fmt.Sprintf("mount %s %s", st.Name, st.State))
+			problems = append(problems, fmt.Sprintf("mount %s %s", m.cfg.Name, state))
 		}
 	}
 	for _, dv := range ds {
-		st := dv.status()
-		if st.State == stateRunning {
+		if state := dv.currentState(); state == stateRunning {
 			devsUp++
 		} else {
-			problems = append(problems, fmt.Sprintf("device %s %s", st.Name, st.State))
+			problems = append(problems, fmt.Sprintf("device %s %s", dv.cfg.Name, state))
 		}
 	}
 	s := fmt.Sprintf("%d/%d mounts, %d/%d devices serving", mountsUp, len(ms), devsUp, len(ds))

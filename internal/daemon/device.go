@@ -39,11 +39,13 @@ func (dv *device) setState(state, err string) {
 	dv.mu.Unlock()
 }
 
-func (dv *device) running() bool {
+func (dv *device) currentState() string {
 	dv.mu.Lock()
 	defer dv.mu.Unlock()
-	return dv.state == stateRunning
+	return dv.state
 }
+
+func (dv *device) running() bool { return dv.currentState() == stateRunning }
 
 // specOf turns a device's configuration into cuse/host's Spec.
 func specOf(dc config.Device) (host.Spec, error) {

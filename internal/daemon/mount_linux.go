@@ -70,11 +70,13 @@ func (m *mount) setState(state, err string) {
 	m.mu.Unlock()
 }
 
-func (m *mount) running() bool {
+func (m *mount) currentState() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.state == stateRunning
+	return m.state
 }
+
+func (m *mount) running() bool { return m.currentState() == stateRunning }
 
 // sameMount reports whether two configurations of a mount differ only in
 // their policy (which a reload applies in place).
