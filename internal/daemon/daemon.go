@@ -26,9 +26,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -348,8 +349,8 @@ func (d *Daemon) shutdown() {
 	d.notify.Stopping()
 	d.notify.Status("stopping: removing devices and unmounting")
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
-	ds := sortedDevices(d.devices)
+	ms := sortedByName(d.mounts)
+	ds := sortedByName(d.devices)
 	d.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, dv := range ds {
@@ -411,8 +412,8 @@ func (d *Daemon) listen(l *loaded) (lis net.Listener, created bool, err error) {
 // printWhere prints where the mounts, devices and control socket are.
 func (d *Daemon) printWhere() {
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
-	ds := sortedDevices(d.devices)
+	ms := sortedByName(d.mounts)
+	ds := sortedByName(d.devices)
 	sock := d.socketPath
 	d.mu.Unlock()
 	var b strings.Builder
@@ -436,8 +437,8 @@ func (d *Daemon) printWhere() {
 // summary is the one-line status for systemd and `ctl status`.
 func (d *Daemon) summary() string {
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
-	ds := sortedDevices(d.devices)
+	ms := sortedByName(d.mounts)
+	ds := sortedByName(d.devices)
 	unhealthy := d.unhealthy
 	d.mu.Unlock()
 	var mountsUp, devsUp int
@@ -471,20 +472,12 @@ func (d *Daemon) planLine(c *config.Config) string {
 	return fmt.Sprintf("%d mounts, %d devices from %s", len(c.Mounts), len(c.Devices), d.configName())
 }
 
-func sortedMounts(m map[string]*mount) []*mount {
-	out := make([]*mount, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
+// sortedByName returns the values of d.mounts or d.devices (keyed by
+// name) in the order of their names.
+func sortedByName[V any](m map[string]V) []V {
+	out := make([]V, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[k])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].cfg.Name < out[j].cfg.Name })
-	return out
-}
-
-func sortedDevices(m map[string]*device) []*device {
-	out := make([]*device, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].cfg.Name < out[j].cfg.Name })
 	return out
 }

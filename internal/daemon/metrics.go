@@ -49,8 +49,8 @@ func latencyBounds() []float64 {
 func (d *Daemon) WriteMetrics(out io.Writer) error {
 	w := promtext.NewWriter(out)
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
-	ds := sortedDevices(d.devices)
+	ms := sortedByName(d.mounts)
+	ds := sortedByName(d.devices)
 	stuck := d.unhealthy != ""
 	d.mu.Unlock()
 	mss := make([]mountMetrics, len(ms))

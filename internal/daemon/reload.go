@@ -113,7 +113,7 @@ func (d *Daemon) reload(res *ReloadResult) error {
 	var startM []config.Mount
 	var swap []*mount
 	replaced := map[string]bool{}
-	for _, m := range sortedMounts(mounts) {
+	for _, m := range sortedByName(mounts) {
 		nc, keep := newMounts[m.cfg.Name]
 		switch {
 		case !keep:
@@ -135,7 +135,7 @@ func (d *Daemon) reload(res *ReloadResult) error {
 	}
 	var stopD []*device
 	var startD []config.Device
-	for _, dv := range sortedDevices(devices) {
+	for _, dv := range sortedByName(devices) {
 		nc, keep := newDevices[dv.cfg.Name]
 		switch {
 		case !keep:
@@ -240,7 +240,7 @@ func (d *Daemon) reload(res *ReloadResult) error {
 // when FUSEGATE_TEST_ONLY_WEDGE=1 is set.
 func (d *Daemon) WedgeForTest() {
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
+	ms := sortedByName(d.mounts)
 	d.mu.Unlock()
 	for _, m := range ms {
 		if m.running() && m.srv != nil {

@@ -369,8 +369,8 @@ func (d *Daemon) handover(why string) {
 	d.notify.Status("restarting: handing mounts and devices over (" + why + ")")
 	t0 := time.Now()
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
-	ds := sortedDevices(d.devices)
+	ms := sortedByName(d.mounts)
+	ds := sortedByName(d.devices)
 	d.mu.Unlock()
 	done := make(chan struct{}, len(ms)+len(ds))
 	for _, m := range ms {

@@ -167,7 +167,7 @@ func (s *DeviceStatus) line() string {
 // Mounts returns the status of every mount, by name.
 func (d *Daemon) Mounts() []MountStatus {
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
+	ms := sortedByName(d.mounts)
 	d.mu.Unlock()
 	out := make([]MountStatus, 0, len(ms))
 	for _, m := range ms {
@@ -179,7 +179,7 @@ func (d *Daemon) Mounts() []MountStatus {
 // Devices returns the status of every device, by name.
 func (d *Daemon) Devices() []DeviceStatus {
 	d.mu.Lock()
-	ds := sortedDevices(d.devices)
+	ds := sortedByName(d.devices)
 	d.mu.Unlock()
 	out := make([]DeviceStatus, 0, len(ds))
 	for _, dv := range ds {

@@ -62,8 +62,8 @@ func (d *Daemon) watchdogLoop(ctx context.Context) {
 func (d *Daemon) health() string {
 	stall := time.Duration(d.stall.Load())
 	d.mu.Lock()
-	ms := sortedMounts(d.mounts)
-	ds := sortedDevices(d.devices)
+	ms := sortedByName(d.mounts)
+	ds := sortedByName(d.devices)
 	d.mu.Unlock()
 	var stuck []string
 	for _, m := range ms {
