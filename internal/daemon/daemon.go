@@ -352,17 +352,21 @@ func (d *Daemon) shutdown() {
 	ms := sortedByName(d.mounts)
 	ds := sortedByName(d.devices)
 	d.mu.Unlock()
+	d.stopAll(ds, ms)
+	d.log.Info("stopped: devices removed, mounts unmounted")
+}
+
+// stopAll stops the devices and mounts in parallel and returns when every
+// one has stopped.
+func (d *Daemon) stopAll(ds []*device, ms []*mount) {
 	var wg sync.WaitGroup
 	for _, dv := range ds {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.stopDevice(dv) }()
+		wg.Go(func() { d.stopDevice(dv) })
 	}
 	for _, m := range ms {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.stopMount(m) }()
+		wg.Go(func() { d.stopMount(m) })
 	}
 	wg.Wait()
-	d.log.Info("stopped: devices removed, mounts unmounted")
 }
 
 // applySettings takes the daemon-wide settings of a configuration.

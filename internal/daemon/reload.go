@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fusegate/fusegate/config"
@@ -90,14 +90,8 @@ func (d *Daemon) reload(res *ReloadResult) error {
 	}
 	d.mu.Lock()
 	old := d.cfg
-	mounts := make(map[string]*mount, len(d.mounts))
-	for k, v := range d.mounts {
-		mounts[k] = v
-	}
-	devices := make(map[string]*device, len(d.devices))
-	for k, v := range d.devices {
-		devices[k] = v
-	}
+	mounts := maps.Clone(d.mounts)
+	devices := maps.Clone(d.devices)
 	d.mu.Unlock()
 
 	// Plan: what stops, what starts, what only changes its policy.
@@ -156,16 +150,7 @@ func (d *Daemon) reload(res *ReloadResult) error {
 
 	// Stop first (a mount point or device name may move to a new entry),
 	// then change policies, then start.
-	var wg sync.WaitGroup
-	for _, dv := range stopD {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.stopDevice(dv) }()
-	}
-	for _, m := range stopM {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.stopMount(m) }()
-	}
-	wg.Wait()
+	d.stopAll(stopD, stopM)
 	d.mu.Lock()
 	for _, dv := range stopD {
 		delete(d.devices, dv.cfg.Name)
