@@ -192,27 +192,6 @@ func policyReloader(e *env, setting string, pfs *passthrough.FS) func() {
 	}
 }
 
-// clearStale unmounts a FUSE mount at mountpoint whose server is gone. It
-// refuses to touch a mount that is served.
-func clearStale(e *env, mountpoint string) error {
-	state, err := fusedev.Probe(mountpoint, 2*time.Second)
-	if err != nil {
-		return err
-	}
-	switch state {
-	case fusedev.NotMounted:
-		return nil
-	case fusedev.Stale:
-		e.log.WithField("mountpoint", mountpoint).Warn("clearing a stale FUSE mount left by a server that died")
-		if err := fusedev.Unmount(mountpoint, fusedev.UnmountOptions{}); err != nil {
-			return fusedev.Unmount(mountpoint, fusedev.UnmountOptions{Lazy: true})
-		}
-		return nil
-	default:
-		return fmt.Errorf("%s is already a FUSE mount (%s); unmount it first with 'fusegate umount %s'", mountpoint, state, mountpoint)
-	}
-}
-
 // signalName names sig as in kill(1) ("SIGTERM"); a number (as in JSON
 // logs) would need a table to read.
 func signalName(sig os.Signal) string {

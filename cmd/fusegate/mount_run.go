@@ -17,6 +17,7 @@ import (
 
 	"github.com/fusegate/fusegate/fusedev"
 	"github.com/fusegate/fusegate/fusedev/abi"
+	"github.com/fusegate/fusegate/internal/daemon"
 	"github.com/fusegate/fusegate/internal/demofs"
 	"github.com/fusegate/fusegate/passthrough"
 	"github.com/fusegate/fusegate/policy"
@@ -228,7 +229,7 @@ func serveMount(ctx context.Context, e *env, mountpoint string, mf *mountFlags, 
 			return e.fail("%v", err)
 		}
 		mountpoint = abs
-		if err := clearStale(e, mountpoint); err != nil {
+		if err := daemon.ClearStale(mountpoint, fusedev.MountNamespace{}, e.log); err != nil {
 			return e.fail("%v", err)
 		}
 	}

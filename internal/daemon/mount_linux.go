@@ -184,7 +184,7 @@ func (d *Daemon) mountAndServe(m *mount) error {
 	if err != nil {
 		return err
 	}
-	if err := d.clearStale(m); err != nil {
+	if err := ClearStale(mc.Mountpoint, d.ns, m.log); err != nil {
 		return err
 	}
 	if mc.Create {
@@ -251,13 +251,12 @@ func (d *Daemon) mountAndServe(m *mount) error {
 	return fmt.Errorf("answering INIT: %w", initErr)
 }
 
-// clearStale makes sure no FUSE file system is mounted at the mount point:
-// one whose server died (a crash, a watchdog kill) is unmounted; one that
-// is served by another process is an error. The daemon does not serve
-// anything there yet, so it may ask the mount.
-func (d *Daemon) clearStale(m *mount) error {
-	mp := m.cfg.Mountpoint
-	state, err := fusedev.Probe(mp, 2*time.Second)
+// ClearStale makes sure no FUSE file system is mounted at mountpoint: one
+// whose server died (a crash, a watchdog kill) is unmounted (lazily, in ns);
+// one that is served by another process is an error. It asks the mount, so
+// the caller must not serve anything there. `fusegate mount` uses it too.
+func ClearStale(mountpoint string, ns fusedev.MountNamespace, log logrus.FieldLogger) error {
+	state, err := fusedev.Probe(mountpoint, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -265,13 +264,13 @@ func (d *Daemon) clearStale(m *mount) error {
 	case fusedev.NotMounted:
 		return nil
 	case fusedev.Stale:
-		m.log.WithField("mountpoint", mp).Warn("clearing a stale FUSE mount left by a server that died")
-		if err := fusedev.Unmount(mp, fusedev.UnmountOptions{Lazy: true, Namespace: d.ns}); err != nil {
-			return fmt.Errorf("clearing the stale mount at %s: %w", mp, err)
+		log.WithField("mountpoint", mountpoint).Warn("clearing a stale FUSE mount left by a server that died")
+		if err := fusedev.Unmount(mountpoint, fusedev.UnmountOptions{Lazy: true, Namespace: ns}); err != nil {
+			return fmt.Errorf("clearing the stale mount at %s: %w", mountpoint, err)
 		}
 		return nil
 	}
-	return fmt.Errorf("%s is already a FUSE mount (%s) of another process; unmount it first ('fusegate umount %s')", mp, state, mp)
+	return fmt.Errorf("%s is already a FUSE mount (%s) of another process; unmount it first ('fusegate umount %s')", mountpoint, state, mountpoint)
 }
 
 // watchMount notices a mount that ends without the daemon asking: an
