@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -26,26 +25,8 @@ type device struct {
 	log  logrus.FieldLogger
 	dev  *host.Device // set once started; never changed after
 
-	mu       sync.Mutex
-	state    string    // guarded by mu
-	err      string    // guarded by mu
-	since    time.Time // guarded by mu
-	stopping bool      // guarded by mu; the daemon removes it: its end is expected
+	lifecycle
 }
-
-func (dv *device) setState(state, err string) {
-	dv.mu.Lock()
-	dv.state, dv.err, dv.since = state, err, time.Now()
-	dv.mu.Unlock()
-}
-
-func (dv *device) currentState() string {
-	dv.mu.Lock()
-	defer dv.mu.Unlock()
-	return dv.state
-}
-
-func (dv *device) running() bool { return dv.currentState() == stateRunning }
 
 // specOf turns a device's configuration into cuse/host's Spec.
 func specOf(dc config.Device) (host.Spec, error) {
@@ -113,10 +94,7 @@ func (d *Daemon) startDevice(dc config.Device) (*device, error) {
 // watchDevice notices a device that ends without the daemon asking.
 func (d *Daemon) watchDevice(dv *device) {
 	<-dv.dev.Done()
-	dv.mu.Lock()
-	expected := dv.stopping
-	dv.mu.Unlock()
-	if expected {
+	if dv.stopExpected() {
 		return
 	}
 	why := "the kernel closed the device"
@@ -132,11 +110,7 @@ func (d *Daemon) watchDevice(dv *device) {
 // the shutdown grace), then /dev/cuse is closed and the kernel removes the
 // node.
 func (d *Daemon) stopDevice(dv *device) {
-	dv.mu.Lock()
-	wasRunning := dv.state == stateRunning
-	dv.stopping = true
-	dv.mu.Unlock()
-	if !wasRunning || dv.dev == nil {
+	if wasRunning := dv.markStopping(); !wasRunning || dv.dev == nil {
 		return
 	}
 	// systemd's copy of /dev/cuse goes first: the node lives while any
@@ -155,11 +129,7 @@ func (d *Daemon) stopDevice(dv *device) {
 // handoverDevice leaves a device, its open files and contents to the
 // successor.
 func (d *Daemon) handoverDevice(dv *device) {
-	dv.mu.Lock()
-	running := dv.state == stateRunning
-	dv.stopping = true
-	dv.mu.Unlock()
-	if !running || dv.dev == nil {
+	if wasRunning := dv.markStopping(); !wasRunning || dv.dev == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.shutdownGrace()+5*time.Second)

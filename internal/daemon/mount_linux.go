@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -57,26 +56,8 @@ type mount struct {
 	// resumed: taken over from a previous process (restart_linux.go).
 	resumed bool
 
-	mu       sync.Mutex
-	state    string    // guarded by mu
-	err      string    // guarded by mu; why it failed or ended
-	since    time.Time // guarded by mu; when state was entered
-	stopping bool      // guarded by mu; the daemon ends it: Serve's end is expected
+	lifecycle // stopping: Serve's end is expected
 }
-
-func (m *mount) setState(state, err string) {
-	m.mu.Lock()
-	m.state, m.err, m.since = state, err, time.Now()
-	m.mu.Unlock()
-}
-
-func (m *mount) currentState() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.state
-}
-
-func (m *mount) running() bool { return m.currentState() == stateRunning }
 
 // sameMount reports whether two configurations of a mount differ only in
 // their policy (which a reload applies in place).
@@ -237,9 +218,7 @@ func (d *Daemon) mountAndServe(m *mount) error {
 	if initErr == nil {
 		initErr = errors.New("the connection ended before INIT")
 	}
-	m.mu.Lock()
-	m.stopping = true
-	m.mu.Unlock()
+	m.markStopping()
 	cancel()
 	fusedev.Unmount(mc.Mountpoint, fusedev.UnmountOptions{Lazy: true, Namespace: d.ns})
 	<-m.done
@@ -277,10 +256,7 @@ func ClearStale(mountpoint string, ns fusedev.MountNamespace, log logrus.FieldLo
 // unmount from outside, or an aborted connection.
 func (d *Daemon) watchMount(m *mount) {
 	<-m.done
-	m.mu.Lock()
-	expected := m.stopping
-	m.mu.Unlock()
-	if expected {
+	if m.stopExpected() {
 		return
 	}
 	why := "unmounted from outside the daemon"
@@ -298,9 +274,7 @@ func (d *Daemon) watchMount(m *mount) {
 // grace) and leaves the mount and its connection as they are: what a
 // restart that keeps its mounts does.
 func (m *mount) stopServing() {
-	m.mu.Lock()
-	m.stopping = true
-	m.mu.Unlock()
+	m.markStopping()
 	if m.cancel != nil {
 		m.cancel()
 	}
@@ -329,11 +303,7 @@ func (m *mount) unmount(ns fusedev.MountNamespace) error {
 // to the shutdown grace, stop serving, close the connection, and sync the
 // lower file system.
 func (d *Daemon) stopMount(m *mount) {
-	m.mu.Lock()
-	wasRunning := m.state == stateRunning
-	m.stopping = true
-	m.mu.Unlock()
-	if !wasRunning || m.srv == nil {
+	if wasRunning := m.markStopping(); !wasRunning || m.srv == nil {
 		if m.conn != nil {
 			m.conn.Close()
 		}

@@ -376,11 +376,7 @@ func (d *Daemon) handover(why string) {
 	for _, m := range ms {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			m.mu.Lock()
-			running := m.state == stateRunning
-			m.stopping = true
-			m.mu.Unlock()
-			if !running || m.srv == nil {
+			if wasRunning := m.markStopping(); !wasRunning || m.srv == nil {
 				return
 			}
 			m.srv.Handover()

@@ -86,9 +86,8 @@ type DeviceStatus struct {
 }
 
 func (m *mount) status() MountStatus {
-	m.mu.Lock()
-	st := MountStatus{State: m.state, Error: m.err, Since: m.since}
-	m.mu.Unlock()
+	var st MountStatus
+	st.State, st.Error, st.Since = m.snapshot()
 	c := m.cfg
 	st.Name, st.Source, st.Mountpoint = c.Name, c.Source, c.Mountpoint
 	st.Options, st.Readers = c.Options, c.Readers
@@ -135,9 +134,8 @@ func (s *MountStatus) line() string {
 }
 
 func (dv *device) status() DeviceStatus {
-	dv.mu.Lock()
-	st := DeviceStatus{State: dv.state, Error: dv.err, Since: dv.since}
-	dv.mu.Unlock()
+	var st DeviceStatus
+	st.State, st.Error, st.Since = dv.snapshot()
 	c := dv.cfg
 	st.Name, st.Kind, st.Path = c.Name, string(c.Kind), "/dev/"+c.Name
 	st.Owner, st.Group, st.Mode, st.Socket = c.Owner, c.Group, fmt.Sprintf("%04o", uint32(c.Mode)), c.Socket
