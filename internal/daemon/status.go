@@ -121,14 +121,10 @@ func (m *mount) status() MountStatus {
 
 // line is the mount in one line, for "status".
 func (s *MountStatus) line() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s", s.Name, s.State)
-	if s.Error != "" {
-		fmt.Fprintf(&b, " (%s)", s.Error)
-	}
-	fmt.Fprintf(&b, ", %s -> %s, policy %s", s.Source, s.Mountpoint, s.PolicyName)
+	b := lineStart(s.Name, s.State, s.Error)
+	fmt.Fprintf(b, ", %s -> %s, policy %s", s.Source, s.Mountpoint, s.PolicyName)
 	if s.State == stateRunning {
-		fmt.Fprintf(&b, ", passthrough %s, protocol %s, %d requests, %d denied", s.passthroughLine(), s.Protocol, s.Requests, s.Denials)
+		fmt.Fprintf(b, ", passthrough %s, protocol %s, %d requests, %d denied", s.passthroughLine(), s.Protocol, s.Requests, s.Denials)
 	}
 	return b.String()
 }
@@ -149,17 +145,24 @@ func (dv *device) status() DeviceStatus {
 }
 
 func (s *DeviceStatus) line() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s", s.Name, s.State)
-	if s.Error != "" {
-		fmt.Fprintf(&b, " (%s)", s.Error)
-	}
-	fmt.Fprintf(&b, ", %s (%s)", s.Path, s.Kind)
+	b := lineStart(s.Name, s.State, s.Error)
+	fmt.Fprintf(b, ", %s (%s)", s.Path, s.Kind)
 	if s.Stats != nil {
-		fmt.Fprintf(&b, ", %d:%d, %d opens, %d bytes read, %d written, %d ioctls",
+		fmt.Fprintf(b, ", %d:%d, %d opens, %d bytes read, %d written, %d ioctls",
 			s.Major, s.Minor, s.Stats.Opens, s.Stats.BytesRead, s.Stats.BytesWritten, s.Stats.Ioctls)
 	}
 	return b.String()
+}
+
+// lineStart begins the one-line status of a mount or device:
+// "NAME: STATE (ERROR)".
+func lineStart(name, state, err string) *strings.Builder {
+	b := new(strings.Builder)
+	fmt.Fprintf(b, "%s: %s", name, state)
+	if err != "" {
+		fmt.Fprintf(b, " (%s)", err)
+	}
+	return b
 }
 
 // Mounts returns the status of every mount, by name.
