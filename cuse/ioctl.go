@@ -155,15 +155,8 @@ func (r *IoctlRequest) check(reg Region, bytes int) error {
 // for a region a 32-bit caller cannot have, and EINVAL when the kernel cannot
 // be asked (restricted ioctls). The slice is valid during the call.
 func (r *IoctlRequest) In(reg Region) ([]byte, error) {
-	if r.err != nil {
-		return nil, r.err
-	}
-	if reg.Len <= 0 {
-		if reg.Len < 0 {
-			r.err = syscall.EINVAL
-			return nil, r.err
-		}
-		return []byte{}, nil
+	if b, done, err := r.settled(reg); done {
+		return b, err
 	}
 	if !r.missing && r.inPos+reg.Len <= len(r.in) {
 		b := r.in[r.inPos : r.inPos+reg.Len : r.inPos+reg.Len]
@@ -172,15 +165,9 @@ func (r *IoctlRequest) In(reg Region) ([]byte, error) {
 		r.inBytes += reg.Len
 		return b, nil
 	}
-	if err := r.check(reg, r.inBytes); err != nil {
-		r.err = err
+	if err := r.askKernel(reg, r.inBytes); err != nil {
 		return nil, err
 	}
-	if !r.unrestricted() {
-		r.err = syscall.EINVAL
-		return nil, r.err
-	}
-	r.missing = true
 	r.inRegs = append(r.inRegs, reg)
 	r.inBytes += reg.Len
 	return nil, ErrIoctlRetry
@@ -191,15 +178,8 @@ func (r *IoctlRequest) In(reg Region) ([]byte, error) {
 // Buffers are copied to the caller in the order reserved when Ioctl returns
 // without an error. Errors are In's.
 func (r *IoctlRequest) Out(reg Region) ([]byte, error) {
-	if r.err != nil {
-		return nil, r.err
-	}
-	if reg.Len <= 0 {
-		if reg.Len < 0 {
-			r.err = syscall.EINVAL
-			return nil, r.err
-		}
-		return []byte{}, nil
+	if b, done, err := r.settled(reg); done {
+		return b, err
 	}
 	if !r.missing && r.outPos+reg.Len <= r.outSize {
 		if cap(r.out) < r.outPos+reg.Len {
@@ -219,17 +199,45 @@ func (r *IoctlRequest) Out(reg Region) ([]byte, error) {
 		r.outRegs = append(r.outRegs, reg)
 		return b, nil
 	}
-	if err := r.check(reg, r.outPos+r.pendingOut()); err != nil {
-		r.err = err
+	if err := r.askKernel(reg, r.outPos+r.pendingOut()); err != nil {
 		return nil, err
+	}
+	r.outRegs = append(r.outRegs, reg)
+	return nil, ErrIoctlRetry
+}
+
+// settled answers In and Out for a region that needs no buffer: after an
+// earlier error (which sticks), for a negative length (EINVAL), and for an
+// empty region (an empty slice). done is false when reg needs the real work.
+func (r *IoctlRequest) settled(reg Region) (b []byte, done bool, err error) {
+	switch {
+	case r.err != nil:
+		return nil, true, r.err
+	case reg.Len < 0:
+		r.err = syscall.EINVAL
+		return nil, true, r.err
+	case reg.Len == 0:
+		return []byte{}, true, nil
+	}
+	return nil, false, nil
+}
+
+// askKernel decides that reg, not supplied with the request, is to be asked
+// for in an unrestricted-ioctl retry; used is what the direction already
+// has. It fails (and the error sticks) when the region is beyond the
+// kernel's limits or the kernel cannot be asked; otherwise the caller
+// records reg and returns ErrIoctlRetry.
+func (r *IoctlRequest) askKernel(reg Region, used int) error {
+	if err := r.check(reg, used); err != nil {
+		r.err = err
+		return err
 	}
 	if !r.unrestricted() {
 		r.err = syscall.EINVAL
-		return nil, r.err
+		return r.err
 	}
 	r.missing = true
-	r.outRegs = append(r.outRegs, reg)
-	return nil, ErrIoctlRetry
+	return nil
 }
 
 // pendingOut sums the out regions asked for beyond those available.

@@ -265,6 +265,18 @@ func (s *Server) cuseInit(in *abi.CuseInitIn) (abi.CuseInitOut, []byte, error) {
 	return out, info, nil
 }
 
+// claim marks s started: of Serve, Start and Resume, only one may run, and
+// only once.
+func (s *Server) claim() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.started {
+		return errors.New("cuse: Server started twice")
+	}
+	s.started = true
+	return nil
+}
+
 // Serve answers CUSE_INIT on conn and serves the device until the connection
 // ends (it returns nil) or ctx is cancelled (it waits ShutdownGrace for
 // requests in flight, cancels the rest and returns nil, leaving conn open).
@@ -272,13 +284,9 @@ func (s *Server) cuseInit(in *abi.CuseInitIn) (abi.CuseInitOut, []byte, error) {
 // which opens /dev/cuse and sets up the node; Serve is for a conn opened
 // elsewhere (a test's fake kernel, a descriptor handed over by systemd).
 func (s *Server) Serve(ctx context.Context, conn *fusedev.Conn) error {
-	s.life.Lock()
-	if s.started {
-		s.life.Unlock()
-		return errors.New("cuse: Server started twice")
+	if err := s.claim(); err != nil {
+		return err
 	}
-	s.started = true
-	s.life.Unlock()
 	err := s.serve(ctx, conn, s.ready)
 	s.finish(err)
 	return err

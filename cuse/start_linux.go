@@ -55,13 +55,9 @@ func (s *Server) sysPath() string {
 // failure nothing is left behind and the error says what to fix (see
 // ErrNoCuse, ErrNameTaken, ErrPermission).
 func (s *Server) Start(ctx context.Context) error {
-	s.life.Lock()
-	if s.started {
-		s.life.Unlock()
-		return errors.New("cuse: Server started twice")
+	if err := s.claim(); err != nil {
+		return err
 	}
-	s.started = true
-	s.life.Unlock()
 
 	if err := s.start(ctx); err != nil {
 		s.finish(err)

@@ -175,13 +175,9 @@ var ErrUnclean = errors.New("the previous process ended without handing over, an
 // resend what the predecessor left unanswered, and pollers are woken. The
 // device then runs until Stop, as after Start.
 func (s *Server) Resume(ctx context.Context, conn *fusedev.Conn, r *memstate.Region) error {
-	s.life.Lock()
-	if s.started {
-		s.life.Unlock()
-		return errors.New("cuse: Server started twice")
+	if err := s.claim(); err != nil {
+		return err
 	}
-	s.started = true
-	s.life.Unlock()
 	b, err := r.ReadHeader(stateMagic)
 	if err != nil {
 		s.finish(err)

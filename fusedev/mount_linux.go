@@ -270,43 +270,64 @@ func Unmount(mountpoint string, opts UnmountOptions) error {
 	return nil
 }
 
-// MountInfo is one FUSE mount from /proc/self/mountinfo.
+// MountInfo is one mount from /proc/self/mountinfo.
 type MountInfo struct {
-	Mountpoint string
-	FSType     string // "fuse", "fuse.<subtype>", "fuseblk"
-	Source     string
-	Major      uint32
-	Minor      uint32
+	ID           int
+	Mountpoint   string
+	FSType       string // "fuse", "fuse.<subtype>", "fuseblk", "tmpfs", ...
+	Source       string
+	Options      string // per-mount options: "ro,nosuid,nodev,relatime"
+	SuperOptions string // super block options: "rw,user_id=0,group_id=0"
+	Major        uint32
+	Minor        uint32
 }
 
 // ConnID is the connection's number under /sys/fs/fuse/connections: the
 // kernel's dev_t of the mount's superblock.
 func (m MountInfo) ConnID() uint64 { return uint64(m.Major)<<20 | uint64(m.Minor) }
 
+// isFUSE reports whether m is a FUSE file system.
+func (m MountInfo) isFUSE() bool {
+	return m.FSType == "fuse" || m.FSType == "fuseblk" || strings.HasPrefix(m.FSType, "fuse.")
+}
+
 // FindMount looks mountpoint up in /proc/self/mountinfo without touching the
 // mount itself (a wedged server would make stat(2) hang). It reports false
 // when no FUSE file system is mounted there.
 func FindMount(mountpoint string) (MountInfo, bool, error) {
-	mp, err := filepath.Abs(mountpoint)
-	if err != nil {
-		return MountInfo{}, false, err
-	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return MountInfo{}, false, err
-	}
-	defer f.Close()
+	ms, err := MountsAt(mountpoint)
 	var found MountInfo
 	ok := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		m, isFuse := parseMountinfoLine(sc.Text())
-		if isFuse && m.Mountpoint == mp {
+	for _, m := range ms {
+		if m.isFUSE() {
 			found, ok = m, true // the last one listed is on top
 		}
 	}
-	return found, ok, sc.Err()
+	return found, ok, err
+}
+
+// MountsAt returns every mount at mountpoint, of any type, in mountinfo
+// order (the last one is on top), from /proc/self/mountinfo alone: it never
+// touches the mounts. Nothing mounted there means an empty result.
+func MountsAt(mountpoint string) ([]MountInfo, error) {
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []MountInfo
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		if m, ok := parseMountinfoLine(sc.Text()); ok && m.Mountpoint == mp {
+			out = append(out, m)
+		}
+	}
+	return out, sc.Err()
 }
 
 // parseMountinfoLine reads "id parent major:minor root mountpoint opts ... - fstype source superopts".
@@ -322,10 +343,6 @@ func parseMountinfoLine(line string) (MountInfo, bool) {
 	if sep < 5 || len(fields) < sep+3 {
 		return MountInfo{}, false
 	}
-	fstype := fields[sep+1]
-	if fstype != "fuse" && fstype != "fuseblk" && !strings.HasPrefix(fstype, "fuse.") {
-		return MountInfo{}, false
-	}
 	majmin := strings.SplitN(fields[2], ":", 2)
 	if len(majmin) != 2 {
 		return MountInfo{}, false
@@ -335,13 +352,20 @@ func parseMountinfoLine(line string) (MountInfo, bool) {
 	if err1 != nil || err2 != nil {
 		return MountInfo{}, false
 	}
-	return MountInfo{
+	id, _ := strconv.Atoi(fields[0])
+	m := MountInfo{
+		ID:         id,
 		Mountpoint: unescapeMountinfo(fields[4]),
-		FSType:     fstype,
+		FSType:     fields[sep+1],
 		Source:     unescapeMountinfo(fields[sep+2]),
+		Options:    fields[5],
 		Major:      uint32(maj),
 		Minor:      uint32(min),
-	}, true
+	}
+	if len(fields) > sep+3 {
+		m.SuperOptions = fields[sep+3]
+	}
+	return m, true
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).

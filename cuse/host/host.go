@@ -127,13 +127,7 @@ func Start(ctx context.Context, spec Spec, opts Options) (*Device, error) {
 	if err := spec.Check(); err != nil {
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.Out = discard{}
-		log = l
-	}
-	log = log.WithFields(logrus.Fields{"device": spec.Name, "kind": spec.Kind})
+	log := deviceLogger(spec, opts)
 	var region *memstate.Region
 	if opts.KeepState {
 		r, err := memstate.Create("fusegate-cuse-"+spec.Name, cuse.StateSize(deviceStateSize(spec)))
@@ -220,13 +214,7 @@ func Resume(ctx context.Context, spec Spec, opts Options, conn, state *os.File) 
 		state.Close()
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.Out = discard{}
-		log = l
-	}
-	log = log.WithFields(logrus.Fields{"device": spec.Name, "kind": spec.Kind})
+	log := deviceLogger(spec, opts)
 	region, err := memstate.Open(state)
 	if err != nil {
 		conn.Close()
@@ -290,6 +278,17 @@ func (d *Device) CloseState() {
 		d.state.Close()
 		d.state = nil
 	}
+}
+
+// deviceLogger is opts.Logger (by default one that discards) naming spec's device.
+func deviceLogger(spec Spec, opts Options) logrus.FieldLogger {
+	log := opts.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = l
+	}
+	return log.WithFields(logrus.Fields{"device": spec.Name, "kind": spec.Kind})
 }
 
 type discard struct{}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/fusegate/fusegate/cuse"
+	"github.com/fusegate/fusegate/cuse/internal/cond"
 )
 
 // DefaultCapacity is the pipe's size when Options.Capacity is zero.
@@ -71,12 +72,12 @@ type Options struct {
 
 // Device is a loopback device.
 type Device struct {
-	mu    sync.Mutex
-	buf   []byte                 // guarded by mu; the ring
-	head  int                    // guarded by mu; index of the oldest byte
-	n     int                    // guarded by mu; bytes buffered
-	sig   chan struct{}          // guarded by mu; closed on change when someone waits
-	files map[*cuse.File]*handle // guarded by mu
+	mu     sync.Mutex
+	buf    []byte                 // guarded by mu; the ring
+	head   int                    // guarded by mu; index of the oldest byte
+	n      int                    // guarded by mu; bytes buffered
+	change cond.Var               // guarded by mu; broadcast on every change
+	files  map[*cuse.File]*handle // guarded by mu
 
 	ps *persist // the ring lives in Options.State (state_linux.go); nil: in memory
 
@@ -130,22 +131,6 @@ func (d *Device) Open(ctx context.Context, f *cuse.File) (cuse.Handle, error) {
 	d.files[f] = h
 	d.mu.Unlock()
 	return h, nil
-}
-
-// changedLocked wakes goroutines waiting for a change; d.mu is held.
-func (d *Device) changedLocked() {
-	if d.sig != nil {
-		close(d.sig)
-		d.sig = nil
-	}
-}
-
-// waitLocked returns a channel closed at the next change; d.mu is held.
-func (d *Device) waitLocked() <-chan struct{} {
-	if d.sig == nil {
-		d.sig = make(chan struct{})
-	}
-	return d.sig
 }
 
 // wakePollers tells every open file's pollers to look again. File.Wake
@@ -229,14 +214,10 @@ func (h *handle) read(ctx context.Context, op cuse.Op, dest []byte, direct bool)
 			d.mu.Unlock()
 			return dest[:0], nil // the read(2) already has data: end it here
 		}
-		ch := d.waitLocked()
-		d.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := d.change.Wait(ctx, &d.mu); err != nil {
+			d.mu.Unlock()
+			return nil, err
 		}
-		d.mu.Lock()
 	}
 	from := d.head
 	if n := min(len(dest), d.n); direct && d.ps == nil && from+n <= len(d.buf) && op.AfterReply(d.unlockRead) {
@@ -244,12 +225,12 @@ func (h *handle) read(ctx context.Context, op cuse.Op, dest []byte, direct bool)
 		if d.n == 0 {
 			d.head = 0
 		}
-		d.changedLocked()
+		d.change.Broadcast()
 		return d.buf[from : from+n], nil // d.unlockRead runs after the reply
 	}
 	n := d.readLocked(dest, true)
 	d.ps.read(d, op, from, n)
-	d.changedLocked()
+	d.change.Broadcast()
 	d.mu.Unlock()
 	d.wakePollers()
 	return dest[:n], nil
@@ -266,7 +247,7 @@ func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error
 		done += n
 		if n > 0 {
 			d.ps.wrote(d, op, done)
-			d.changedLocked()
+			d.change.Broadcast()
 		}
 		if done == len(data) {
 			break
@@ -285,17 +266,13 @@ func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error
 			d.mu.Lock()
 			continue
 		}
-		ch := d.waitLocked()
-		d.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		if err := d.change.Wait(ctx, &d.mu); err != nil {
+			d.mu.Unlock()
 			if done > 0 {
 				return done, nil
 			}
-			return 0, ctx.Err()
+			return 0, err
 		}
-		d.mu.Lock()
 	}
 	d.mu.Unlock()
 	d.wakePollers()
@@ -379,7 +356,7 @@ func (h *handle) Ioctl(ctx context.Context, op cuse.Op, req *cuse.IoctlRequest) 
 			d.head = 0
 		}
 		d.ps.commit(d)
-		d.changedLocked()
+		d.change.Broadcast()
 		d.mu.Unlock()
 		d.wakePollers()
 		return int32(n), nil

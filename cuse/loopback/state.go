@@ -137,7 +137,7 @@ func (p *persist) dropPrior(d *Device) {
 	p.prior = nil
 	p.freeDelivered(d)
 	p.commit(d)
-	d.changedLocked() // space for writers
+	d.change.Broadcast() // space for writers
 }
 
 // commit makes the device's state current in the memfd. Device.mu is held.
@@ -206,7 +206,7 @@ func (d *Device) delivered(unique uint64) {
 	}
 	p.freeDelivered(d)
 	p.commit(d)
-	d.changedLocked() // space for writers
+	d.change.Broadcast() // space for writers
 	d.mu.Unlock()
 	d.wakePollers()
 }

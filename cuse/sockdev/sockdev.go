@@ -25,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fusegate/fusegate/cuse"
+	"github.com/fusegate/fusegate/cuse/internal/cond"
 )
 
 // Options configure a Device. Socket is required.
@@ -119,7 +120,7 @@ type handle struct {
 	outBytes  int                   // guarded by mu
 	eof       bool                  // guarded by mu; the driver hung up (or broke the protocol)
 	released  bool                  // guarded by mu
-	sig       chan struct{}         // guarded by mu; closed on change when someone waits
+	change    cond.Var              // guarded by mu; broadcast on every change
 	nextID    uint32                // guarded by mu
 	pending   map[uint32]chan reply // guarded by mu; ioctls waiting for their reply
 	writerErr error                 // guarded by mu
@@ -131,24 +132,10 @@ var (
 	_ cuse.Ioctler = (*handle)(nil)
 )
 
-func (h *handle) changedLocked() {
-	if h.sig != nil {
-		close(h.sig)
-		h.sig = nil
-	}
-}
-
-func (h *handle) waitLocked() <-chan struct{} {
-	if h.sig == nil {
-		h.sig = make(chan struct{})
-	}
-	return h.sig
-}
-
 func (h *handle) queueLocked(frame []byte) {
 	h.out = append(h.out, frame)
 	h.outBytes += len(frame)
-	h.changedLocked()
+	h.change.Broadcast()
 }
 
 // hangup records the end of the driver connection.
@@ -164,7 +151,7 @@ func (h *handle) hangup(err error) {
 		ch <- reply{err: syscall.EPIPE}
 		delete(h.pending, id)
 	}
-	h.changedLocked()
+	h.change.Broadcast()
 	h.mu.Unlock()
 	h.f.Wake()
 }
@@ -186,13 +173,10 @@ func (h *handle) reader() {
 		case TypeData:
 			h.mu.Lock()
 			for len(h.in) >= h.d.opts.Buffer && !h.released {
-				ch := h.waitLocked()
-				h.mu.Unlock()
-				<-ch
-				h.mu.Lock()
+				h.change.Wait(context.Background(), &h.mu)
 			}
 			h.in = append(h.in, fr.Payload...)
-			h.changedLocked()
+			h.change.Broadcast()
 			h.mu.Unlock()
 			h.f.Wake()
 			buf = fr.Payload
@@ -224,10 +208,7 @@ func (h *handle) writer() {
 	for {
 		h.mu.Lock()
 		for len(h.out) == 0 && !h.released && h.writerErr == nil {
-			ch := h.waitLocked()
-			h.mu.Unlock()
-			<-ch
-			h.mu.Lock()
+			h.change.Wait(context.Background(), &h.mu)
 		}
 		if len(h.out) == 0 || h.writerErr != nil {
 			h.mu.Unlock()
@@ -246,7 +227,7 @@ func (h *handle) writer() {
 		if err != nil {
 			h.writerErr = err
 		}
-		h.changedLocked()
+		h.change.Broadcast()
 		h.mu.Unlock()
 		h.f.Wake()
 		if err != nil {
@@ -269,21 +250,17 @@ func (h *handle) Read(ctx context.Context, op cuse.Op, dest []byte) (int, error)
 			h.mu.Unlock()
 			return 0, nil
 		}
-		ch := h.waitLocked()
-		h.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		if err := h.change.Wait(ctx, &h.mu); err != nil {
+			h.mu.Unlock()
+			return 0, err
 		}
-		h.mu.Lock()
 	}
 	n := copy(dest, h.in)
 	h.in = h.in[n:]
 	if len(h.in) == 0 {
 		h.in = nil
 	}
-	h.changedLocked() // the reader goroutine may wait for room
+	h.change.Broadcast() // the reader goroutine may wait for room
 	h.mu.Unlock()
 	return n, nil
 }
@@ -310,17 +287,13 @@ func (h *handle) Write(ctx context.Context, op cuse.Op, data []byte) (int, error
 		if op.Nonblock() {
 			break
 		}
-		ch := h.waitLocked()
-		h.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		if err := h.change.Wait(ctx, &h.mu); err != nil {
+			h.mu.Unlock()
 			if done > 0 {
 				return done, nil
 			}
-			return 0, ctx.Err()
+			return 0, err
 		}
-		h.mu.Lock()
 	}
 	h.mu.Unlock()
 	if done == 0 && len(data) > 0 {
@@ -407,7 +380,7 @@ func (h *handle) Ioctl(ctx context.Context, op cuse.Op, req *cuse.IoctlRequest) 
 func (h *handle) Release(ctx context.Context) error {
 	h.mu.Lock()
 	h.released = true
-	h.changedLocked()
+	h.change.Broadcast()
 	h.mu.Unlock()
 	return nil
 }

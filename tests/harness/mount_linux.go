@@ -1,12 +1,9 @@
 package harness
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,58 +40,16 @@ func (m MountEntry) Option(name string) (string, bool) {
 // last one is on top). Nothing left at mp means an empty result.
 func MountsAt(t testing.TB, mp string) []MountEntry {
 	t.Helper()
-	abs, err := filepath.Abs(mp)
+	ms, err := fusedev.MountsAt(mp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []MountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" && i >= 6 {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(fields) < sep+4 || unescape(fields[4]) != abs {
-			continue
-		}
-		id, _ := strconv.Atoi(fields[0])
-		out = append(out, MountEntry{ID: id, Mountpoint: abs, Options: fields[5],
-			FSType: fields[sep+1], Source: unescape(fields[sep+2]), SuperOptions: fields[sep+3]})
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	for _, m := range ms {
+		out = append(out, MountEntry{ID: m.ID, Mountpoint: m.Mountpoint, Options: m.Options,
+			FSType: m.FSType, Source: m.Source, SuperOptions: m.SuperOptions})
 	}
 	return out
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Mounted reports whether a FUSE file system is mounted at mp, from
