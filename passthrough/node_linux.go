@@ -24,7 +24,6 @@ type node struct {
 	typ     uint32              // S_IFMT bits
 	btime   unix.StatxTimestamp // birth time, to tell a reused inode number (zero when unknown)
 	lookups uint64              // guarded by FS.mu: the kernel's lookup count
-	opens   int                 // guarded by FS.mu: handles that use the node
 
 	sticky     bool             // guarded by fdCache.mu: no usable handle; the descriptor stays
 	fh         *unix.FileHandle // guarded by fdCache.mu: made when the descriptor is first evicted
@@ -38,7 +37,7 @@ type node struct {
 	name   string // guarded by FS.treeMu: its name there
 
 	attrTTL atomic.Int64 // nanoseconds the kernel may cache its attributes
-	inUse   atomic.Int32 // open handles, readable without FS.mu (eviction skips such nodes)
+	inUse   atomic.Int32 // open handles: changed under FS.mu, read without it (eviction skips such nodes)
 
 	io    ioState   // regular files: how opens do their I/O; directories: listing cache
 	locks lockState // LocksLower: the lock owners of the file
@@ -248,7 +247,7 @@ func (fs *FS) Forget(id, nlookup uint64) {
 // dropLocked removes n from the tables when nothing holds it any more and
 // reports whether it did. fs.mu must be held.
 func (fs *FS) dropLocked(n *node) bool {
-	if n.lookups > 0 || n.opens > 0 || n == fs.root {
+	if n.lookups > 0 || n.inUse.Load() > 0 || n == fs.root {
 		return false
 	}
 	delete(fs.nodes, n.id)
@@ -261,17 +260,14 @@ func (fs *FS) dropLocked(n *node) bool {
 // openRef notes one more handle using n.
 func (fs *FS) openRef(n *node) {
 	fs.mu.Lock()
-	n.opens++
-	fs.mu.Unlock()
 	n.inUse.Add(1)
+	fs.mu.Unlock()
 }
 
 // openUnref notes a handle of n closed.
 func (fs *FS) openUnref(n *node) {
-	n.inUse.Add(-1)
 	fs.mu.Lock()
-	n.opens--
-	last := n.opens == 0
+	last := n.inUse.Add(-1) == 0
 	drop := fs.dropLocked(n)
 	fs.mu.Unlock()
 	if last {

@@ -402,23 +402,37 @@ func (fs *FS) create(ctx context.Context, r *fusedev.Request, name string, out *
 	}
 	defer fs.entryLock()()
 	t := target{n: p, name: name, fd: pfd}
-	it := fs.st.begin(r)
-	var d policy.Decision
-	if it.done {
-		d, err = fs.redone(ctx, r, t), it.err
-	} else if d, err = fs.admit(ctx, r, t, reqArgs{}); err != nil {
-		it.finish(err)
-	} else {
-		as := fs.become(&r.Caller)
-		err = it.tolerate(mk(pfd), syscall.EEXIST)
-		fs.done(as)
-		it.finish(err)
+	d, done, err := fs.once(r,
+		func() (policy.Decision, error) { return fs.admit(ctx, r, t, reqArgs{}) },
+		func() error { return mk(pfd) }, syscall.EEXIST)
+	if done {
+		d = fs.redone(ctx, r, t)
 	}
 	if err != nil {
 		return err
 	}
 	_, err = fs.entryOf(ctx, &r.Caller, p, pfd, name, &d, out)
 	return err
+}
+
+// once does r, a request that changes the tree, exactly once across a
+// restart (its intent record, state_linux.go): admit decides it, then do
+// makes the change as the caller; when a predecessor may have made it
+// already, do's error already (EEXIST for what creates, ENOENT for what
+// removes) is taken for that success. done reports that a predecessor did
+// it: err is then the outcome it recorded, and nothing was decided.
+func (fs *FS) once(r *fusedev.Request, admit func() (policy.Decision, error), do func() error, already syscall.Errno) (d policy.Decision, done bool, err error) {
+	it := fs.st.begin(r)
+	if it.done {
+		return d, true, it.err
+	}
+	if d, err = admit(); err == nil {
+		as := fs.become(&r.Caller)
+		err = it.tolerate(do(), already)
+		fs.done(as)
+	}
+	it.finish(err)
+	return d, false, err
 }
 
 // Unlink removes a non-directory as the caller.
@@ -440,18 +454,9 @@ func (fs *FS) remove(ctx context.Context, r *fusedev.Request, name string, flags
 	if err := validName(name); err != nil {
 		return err
 	}
-	it := fs.st.begin(r)
-	if it.done {
-		return it.err
-	}
-	if _, err := fs.admit(ctx, r, target{n: p, name: name, fd: pfd}, reqArgs{}); err != nil {
-		it.finish(err)
-		return err
-	}
-	as := fs.become(&r.Caller)
-	err = it.tolerate(unix.Unlinkat(pfd, name, flags), syscall.ENOENT)
-	fs.done(as)
-	it.finish(err)
+	_, _, err = fs.once(r,
+		func() (policy.Decision, error) { return fs.admit(ctx, r, target{n: p, name: name, fd: pfd}, reqArgs{}) },
+		func() error { return unix.Unlinkat(pfd, name, flags) }, syscall.ENOENT)
 	return err
 }
 
@@ -583,20 +588,16 @@ func (fs *FS) Link(ctx context.Context, r *fusedev.Request, in *abi.LinkIn, name
 	}
 	defer fs.entryLock()()
 	t := target{n: p, name: name, fd: pfd}
-	it := fs.st.begin(r)
-	var d policy.Decision
-	if it.done {
-		d, err = fs.redone(ctx, r, t), it.err
-	} else if d, err = fs.admit2(ctx, r, t, target{n: old, fd: ofd}, reqArgs{}); err != nil {
-		it.finish(err)
-	} else {
-		as := fs.become(&r.Caller)
-		// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
-		// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The magic
-		// link resolves to the inode itself, a symlink included.
-		err = it.tolerate(unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW), syscall.EEXIST)
-		fs.done(as)
-		it.finish(err)
+	d, done, err := fs.once(r,
+		func() (policy.Decision, error) { return fs.admit2(ctx, r, t, target{n: old, fd: ofd}, reqArgs{}) },
+		func() error {
+			// Through /proc/self/fd: linkat with AT_EMPTY_PATH would need
+			// CAP_DAC_READ_SEARCH, which a caller's identity lacks. The
+			// magic link resolves to the inode itself, a symlink included.
+			return unix.Linkat(unix.AT_FDCWD, procPath(ofd), pfd, name, unix.AT_SYMLINK_FOLLOW)
+		}, syscall.EEXIST)
+	if done {
+		d = fs.redone(ctx, r, t)
 	}
 	if err != nil {
 		return err
